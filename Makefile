@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv (once, again when pyproject.toml changes) and install wsss into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-all lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed  ## install, then run the toy pipeline end to end on the CPU
+	$(BIN)/wsss demo --workdir wsss-demo
+
+test: $(VENV)/.installed  ## install, then run the test suite (slow end-to-end runs excluded)
+	$(BIN)/python -m pytest -q
+
+test-all: $(VENV)/.installed  ## every test, slow ones included
+	$(BIN)/python -m pytest -q -m ''
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check wsss_cli tests bench
+
+bench: $(VENV)/.installed  ## the benchmark tables (bench/results/*.json)
+	$(BIN)/python bench/random_walk.py
+	$(BIN)/python bench/pamr.py

@@ -1,0 +1,53 @@
+"""Shared test fixtures: the golden vectors and the shared real data beside the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("WSSS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+GOLDEN = SHARED / "golden"
+COCO128 = SHARED / "data" / "coco128_voc"
+
+
+def golden_cases(op: str) -> list[Path]:
+    """The golden files of ``op``; fails (never skips) when the folder is missing."""
+    if not GOLDEN.is_dir():
+        raise FileNotFoundError(f"golden vectors not found at {GOLDEN} (set WSSS_SHARED)")
+    cases = sorted(GOLDEN.glob(f"{op}_*.npz"))
+    if not cases:
+        raise FileNotFoundError(f"no golden vectors for {op} in {GOLDEN}")
+    return cases
+
+
+def load_golden(path: Path) -> tuple[str, dict, dict, dict[str, np.ndarray]]:
+    """``(op, params, inputs, expected)`` of one golden file (expected includes extras)."""
+    z = np.load(path)
+    params = json.loads(str(z["params_json"]))
+    input_names = json.loads(str(z["inputs_json"]))
+    inputs = {k: z[k] for k in input_names}
+    meta = {"op", "params_json", "inputs_json", "outputs_json", "note"}
+    expected = {k: z[k] for k in z.files if k not in meta and k not in input_names}
+    expected["__outputs__"] = json.loads(str(z["outputs_json"]))
+    return str(z["op"]), params, inputs, expected
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    """The golden float tolerance: |got - want| <= 1e-5 + 1e-4 |want|, NaN where expected."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isnan(want) | (np.abs(got - want) <= 1e-5 + 1e-4 * np.abs(want))
+    assert ok.all(), f"max abs error {np.nanmax(np.abs(got - want)):.3g} at {np.argwhere(~ok)[:3]}"
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    if not COCO128.is_dir():
+        raise FileNotFoundError(f"shared data not found at {COCO128} (set WSSS_SHARED)")
+    return COCO128

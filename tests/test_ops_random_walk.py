@@ -1,0 +1,96 @@
+"""``ops.random_walk`` against the golden vectors and a dense N x N implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_close, golden_cases, load_golden
+
+from wsss_cli import ops
+
+
+@pytest.mark.parametrize("path", golden_cases("random_walk"), ids=lambda p: p.stem)
+def test_random_walk_golden(path):
+    _, params, inputs, expected = load_golden(path)
+    got = ops.random_walk(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params)
+    assert got.dtype == torch.float32
+    assert_close(got.numpy(), expected["out64"])
+
+
+def _dense_walk(scores, features, radius, beta, logt):
+    """OPS_API.md literally, float64, with N x N matrices; also returns the degrees d."""
+    k, h, w = scores.shape
+    n = h * w
+    f = features.reshape(features.shape[0], n).double()
+    y, x = np.divmod(np.arange(n), w)
+    near = (y[:, None] - y[None]) ** 2 + (x[:, None] - x[None]) ** 2 < radius * radius
+    a = torch.exp(-(f[:, :, None] - f[:, None, :]).abs().mean(0))
+    a = torch.where(torch.from_numpy(near), a, torch.zeros(()))
+    a.fill_diagonal_(1.0)
+    big_a = a**beta
+    degree = big_a.sum(0)
+    trans = big_a / degree
+    for _ in range(logt):
+        trans = trans @ trans
+    return (scores.reshape(k, n).double() @ trans).reshape(k, h, w), degree
+
+
+def _inputs(k, c, h, w, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(k, h, w, generator=gen, dtype=dtype)
+    features = torch.rand(c, h, w, generator=gen, dtype=dtype) * 0.6
+    return scores, features
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "radius", "beta", "logt"),
+    [(7, 11, 3, 8, 4), (9, 5, 4, 2.5, 3), (3, 2, 5, 8, 2), (1, 6, 2, 1, 5)],
+)
+def test_matches_dense_reference(h, w, radius, beta, logt):
+    scores, features = _inputs(3, 4, h, w)
+    want, _ = _dense_walk(scores, features, radius, beta, logt)
+    got = ops.random_walk(scores, features, radius, beta, logt)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_degree_weighted_mass_is_conserved():
+    # T d = A D^-1 d = A 1 = d, so (s T) . d = s . d for every channel
+    scores, features = _inputs(2, 3, 6, 8, seed=1)
+    _, degree = _dense_walk(scores, features, 3, 8, 0)
+    out = ops.random_walk(scores, features, 3, 8, 5)
+    before = scores.reshape(2, -1) @ degree
+    after = out.reshape(2, -1) @ degree
+    torch.testing.assert_close(after, before, rtol=1e-12, atol=0)
+
+
+def test_constant_scores_are_a_fixed_point_and_distributions_stay_distributions():
+    # columns of T sum to 1, so each output is a convex combination of the inputs
+    scores, features = _inputs(4, 5, 10, 12, seed=2, dtype=torch.float32)
+    probs = scores / scores.sum(0, keepdim=True)
+    out = ops.random_walk(probs, features, 5, 8, 6)
+    torch.testing.assert_close(out.sum(0), torch.ones(10, 12))
+    assert (out >= probs.amin((1, 2), keepdim=True) - 1e-6).all()
+    assert (out <= probs.amax((1, 2), keepdim=True) + 1e-6).all()
+    const = torch.full((1, 10, 12), 0.25)
+    torch.testing.assert_close(ops.random_walk(const, features, 5, 8, 6), const)
+
+
+def test_radius_one_is_identity():
+    scores, features = _inputs(2, 3, 5, 6)
+    torch.testing.assert_close(ops.random_walk(scores, features, 1, 8, 3), scores)
+
+
+def test_grid_mismatch_rejected():
+    with pytest.raises(ValueError, match="grid"):
+        ops.random_walk(torch.rand(2, 4, 5), torch.rand(3, 5, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    scores, features = _inputs(3, 16, 20, 23, dtype=torch.float32)
+    want = ops.random_walk(scores, features, 5, 8, 6)
+    got = ops.random_walk(scores.cuda(), features.cuda(), 5, 8, 6)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)

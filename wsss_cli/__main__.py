@@ -1,0 +1,3 @@
+from wsss_cli.cli import main
+
+main()

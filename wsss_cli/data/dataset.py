@@ -1,0 +1,174 @@
+"""A dataset folder in the PASCAL VOC 2012 layout (SPEC §3).
+
+```
+DATA/JPEGImages/<id>.jpg
+DATA/ImageSets/Segmentation/<split>.txt
+DATA/SegmentationClass/<id>.png  (or SegmentationClassAug/)
+DATA/cls_labels.json             {"<id>": [class index or name, ...]}
+DATA/Annotations/<id>.xml
+DATA/classes.txt                 background first
+```
+Image-level labels come from ``cls_labels.json``, else the XML annotations, else the
+ground-truth masks. Class indices count background as 0, so foreground classes are
+``1..num_classes-1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from wsss_cli.data.io import read_image, read_mask
+from wsss_cli.errors import WsssError
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class VocDataset:
+    """Read-only view of a dataset folder; every failure is a one-line WsssError."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise WsssError(f"--data {self.root}: not a folder")
+        if not (self.root / "JPEGImages").is_dir():
+            raise WsssError(f"{self.root}: no JPEGImages/ folder (expected the VOC layout)")
+        self.classes = self._read_classes()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.classes)
+
+    def _read_classes(self) -> tuple[str, ...]:
+        path = self.root / "classes.txt"
+        if not path.exists():
+            return VOC_CLASSES
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if len(names) < 2:
+            raise WsssError(f"{path}: needs background plus at least one class")
+        if len(set(names)) != len(names):
+            raise WsssError(f"{path}: duplicate class names")
+        return names
+
+    def ids(self, split: str) -> list[str]:
+        """The image ids of ``split``, checked: safe names, an image for each, not empty."""
+        path = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not path.exists():
+            raise WsssError(f"--split {split}: {path} not found")
+        ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        if not ids:
+            raise WsssError(f"{path}: empty split")
+        for image_id in ids:
+            self.image_path(image_id)
+        return ids
+
+    def image_path(self, image_id: str) -> Path:
+        if not _SAFE_ID.match(image_id):
+            raise WsssError(f"image id {image_id!r} is not a plain file name (it could escape {self.root})")
+        for suffix in IMAGE_SUFFIXES:
+            path = self.root / "JPEGImages" / f"{image_id}{suffix}"
+            if path.exists():
+                return path
+        raise WsssError(f"{self.root / 'JPEGImages' / image_id}.jpg: image not found")
+
+    def mask_path(self, image_id: str) -> Path | None:
+        for folder in ("SegmentationClass", "SegmentationClassAug"):
+            path = self.root / folder / f"{image_id}.png"
+            if path.exists():
+                return path
+        return None
+
+    def has_masks(self, ids: list[str]) -> bool:
+        return all(self.mask_path(i) is not None for i in ids)
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        """RGB uint8 ``[H, W, 3]``."""
+        return read_image(self.image_path(image_id))
+
+    def read_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Ground truth ``[H, W]`` uint8 checked against the class count and image size."""
+        path = self.mask_path(image_id)
+        if path is None:
+            raise WsssError(f"{self.root}/SegmentationClass/{image_id}.png: ground truth not found")
+        mask = read_mask(path)
+        if shape is not None and mask.shape != tuple(shape):
+            raise WsssError(f"{path}: mask size {mask.shape[::-1]} differs from its image {shape[::-1]}")
+        bad = mask[(mask >= self.num_classes) & (mask != 255)]
+        if bad.size:
+            raise WsssError(
+                f"{path}: class index {int(bad[0])} out of range (dataset has {self.num_classes} classes)"
+            )
+        return mask
+
+    def labels(self, image_id: str) -> list[int]:
+        """Sorted foreground class indices (1..num_classes-1) present in the image."""
+        table = self._label_table()
+        if table is not None:
+            if image_id not in table:
+                raise WsssError(f"{self.root / 'cls_labels.json'}: no labels for image {image_id!r}")
+            return table[image_id]
+        xml = self.root / "Annotations" / f"{image_id}.xml"
+        if xml.exists():
+            return self._labels_from_xml(xml)
+        if self.mask_path(image_id) is not None:
+            mask = self.read_mask(image_id)
+            return [int(c) for c in np.unique(mask) if 0 < c < 255]
+        raise WsssError(
+            f"image {image_id!r}: no image-level labels (no cls_labels.json, "
+            f"Annotations/{image_id}.xml or ground-truth mask)"
+        )
+
+    def label_vector(self, image_id: str) -> np.ndarray:
+        """Multi-hot float32 ``[num_classes - 1]`` over the foreground classes."""
+        vec = np.zeros(self.num_classes - 1, np.float32)
+        vec[[c - 1 for c in self.labels(image_id)]] = 1
+        return vec
+
+    @functools.cache  # noqa: B019 - one table per dataset object, read once
+    def _label_table(self) -> dict[str, list[int]] | None:
+        path = self.root / "cls_labels.json"
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise WsssError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise WsssError(f"{path}: expected an object {{id: [classes]}}")
+        return {k: self._class_indices(v, path) for k, v in raw.items()}
+
+    def _class_indices(self, entries: list, source: Path) -> list[int]:
+        out = set()
+        for entry in entries:
+            if isinstance(entry, str):
+                if entry not in self.classes:
+                    raise WsssError(f"{source}: unknown class name {entry!r}")
+                index = self.classes.index(entry)
+            elif isinstance(entry, int) and 0 <= entry < self.num_classes:
+                index = entry
+            else:
+                raise WsssError(f"{source}: class {entry!r} out of range 1..{self.num_classes - 1}")
+            if index > 0:
+                out.add(index)
+        return sorted(out)
+
+    def _labels_from_xml(self, path: Path) -> list[int]:
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as e:
+            raise WsssError(f"{path}: not valid XML ({e})") from None
+        names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
+        return self._class_indices(names, path)

@@ -1,0 +1,75 @@
+"""torch Datasets over a VocDataset: training samples and inference images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from wsss_cli.data.augment import AugmentConfig, augment
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import read_mask
+from wsss_cli.ops import affinity_labels
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one training sample: the same for a given (seed, epoch, index)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class ClassificationSet(Dataset):
+    """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, labels float32 ``[C]``)."""
+
+    def __init__(self, data: VocDataset, ids: list[str], aug: AugmentConfig, seed: int):
+        self.data, self.ids, self.aug, self.seed = data, ids, aug, seed
+        self.labels = [data.label_vector(i) for i in ids]  # read up front: fail before training
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        epoch, index = key
+        image = self.data.read_image(self.ids[index])
+        image, _ = augment(image, None, self.aug, sample_rng(self.seed, epoch, index))
+        return image, self.labels[index]
+
+
+class ImageSet(Dataset):
+    """``set[i]`` -> (id, RGB uint8 image ``[H, W, 3]``) for inference (batch size 1)."""
+
+    def __init__(self, data: VocDataset, ids: list[str]):
+        self.data, self.ids = data, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray]:
+        return self.ids[index], self.data.read_image(self.ids[index])
+
+
+class AffinitySet(Dataset):
+    """``set[(epoch, i)]`` -> (image ``[3, crop, crop]``, bg_pos, fg_pos, neg ``[P, n]`` bool).
+
+    The affinity label map (0 / class / 255) is augmented with its image, then sampled
+    at the centres of the feature grid's cells (stride ``stride``) and turned into pair
+    labels by ``ops.affinity_labels``.
+    """
+
+    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
+                 stride: int, radius: int, seed: int):
+        self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
+        self.aug, self.stride, self.radius, self.seed = aug, stride, radius, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        epoch, index = key
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        label = read_mask(self.label_dir / f"{image_id}.png")
+        image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
+        half = self.stride // 2
+        grid = label[half :: self.stride, half :: self.stride]
+        return (image, *affinity_labels(grid, self.radius))

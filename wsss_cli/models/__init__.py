@@ -1,0 +1,1 @@
+"""Networks: classification backbones, heads and their pretrained weights."""

@@ -1,0 +1,26 @@
+"""The pipeline's algorithms as pure functions (no files, no models, no global state).
+
+The semantics of every name here are fixed by ``OPS_API.md`` and checked against
+test vectors recorded from the papers' reference code (``tests/test_ops_*.py``).
+"""
+
+from wsss_cli.ops.affinity import affinity_labels, affinity_offsets
+from wsss_cli.ops.crf import dense_crf
+from wsss_cli.ops.metrics import confusion_matrix, miou
+from wsss_cli.ops.ngwp import ngwp, pseudo_gt
+from wsss_cli.ops.pamr import pamr
+from wsss_cli.ops.random_walk import random_walk
+from wsss_cli.ops.stochastic_gate import stochastic_gate
+
+__all__ = [
+    "affinity_labels",
+    "affinity_offsets",
+    "confusion_matrix",
+    "dense_crf",
+    "miou",
+    "ngwp",
+    "pamr",
+    "pseudo_gt",
+    "random_walk",
+    "stochastic_gate",
+]

@@ -1,0 +1,86 @@
+"""eval-cams: mIoU of the CAMs of a split against ground truth, over background thresholds.
+
+The CAMs have no background channel; a constant threshold t plays that role. The sweep
+runs t = 0.00, 0.01, ..., 0.60 (SEAM's and PSA's evaluation range) in one pass and
+reports the best threshold. With ``crf`` it also evaluates CAM + dense CRF at that
+threshold (background score = the threshold, normalised per pixel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from wsss_cli import ops
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.errors import WsssError
+from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
+from wsss_cli.runtime import Runtime
+from wsss_cli.workdir import read_cams, write_json
+
+THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
+
+
+@dataclass(frozen=True)
+class EvalCamsConfig:
+    data: Path
+    workdir: Path
+    split: str = "train"
+    crf: bool = False  # also evaluate CAM + dense CRF at the best threshold
+    jobs: int = 1
+    runtime: Runtime = Runtime()
+
+
+def _crf_confusion(data: VocDataset, cam_dir: Path, image_id: str, threshold: float) -> np.ndarray:
+    """Confusion matrix of argmax CRF([t, CAMs] normalised per pixel) for one image."""
+    classes, cams = read_cams(cam_dir / f"{image_id}.npz")
+    image, gt = data.read_image(image_id), data.read_mask(image_id)
+    scores = np.concatenate([np.full((1, *gt.shape), threshold, np.float32), cams])
+    if len(classes):
+        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+        scores = ops.dense_crf(image, probs)
+    pred = np.concatenate([[0], classes])[scores.argmax(axis=0)]
+    return ops.confusion_matrix(pred, gt, data.num_classes)
+
+
+def run(cfg: EvalCamsConfig) -> dict:
+    """Evaluate ``WORKDIR/cams``; writes and returns ``WORKDIR/eval/cams_<split>.json``."""
+    data = VocDataset(cfg.data)
+    ids = data.ids(cfg.split)
+    if not data.has_masks(ids):
+        raise WsssError(f"--split {cfg.split}: no ground-truth masks under {data.root} to evaluate")
+    cam_dir = Path(cfg.workdir) / "cams"
+    sweep = ThresholdSweep(THRESHOLDS, data.num_classes)
+    for image_id in cfg.runtime.progress(ids, "eval-cams"):
+        classes, cams = read_cams(cam_dir / f"{image_id}.npz")
+        gt = data.read_mask(image_id)
+        if cams.shape[1:] != gt.shape and len(classes):
+            raise WsssError(f"{cam_dir / image_id}.npz: CAM size {cams.shape[1:]} differs from "
+                            f"its mask {gt.shape}")
+        sweep.add(gt, cams, classes)
+    confusions = sweep.confusions()
+    mious = [iou_summary(c, data.classes)["miou"] for c in confusions]
+    best = int(np.argmax(mious))
+    result = {
+        "split": cfg.split,
+        "images": len(ids),
+        "best_threshold": THRESHOLDS[best],
+        **iou_summary(confusions[best], data.classes),
+        "sweep": {f"{t:.2f}": m for t, m in zip(THRESHOLDS, mious, strict=True)},
+    }
+    if cfg.crf:
+        jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
+            delayed(_crf_confusion)(data, cam_dir, i, THRESHOLDS[best]) for i in ids)
+        confusion = sum(cfg.runtime.progress(jobs, "eval-cams crf", total=len(ids)))
+        result["crf"] = iou_summary(confusion, data.classes)
+    write_json(Path(cfg.workdir) / "eval" / f"cams_{cfg.split}.json", result)
+    if not cfg.runtime.quiet:
+        rows = [(f"{THRESHOLDS[i]:.2f}", mious[i]) for i in range(0, len(THRESHOLDS), 5)]
+        print(format_table(["threshold", "mIoU"], rows))
+    print(f"best threshold {THRESHOLDS[best]:.2f}  mIoU: {mious[best]:.2f}")
+    if cfg.crf:
+        print(f"with dense CRF  mIoU: {result['crf']['miou']:.2f}")
+    return result

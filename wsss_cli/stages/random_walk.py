@@ -1,0 +1,129 @@
+"""random-walk: CAMs propagated by AffinityNet's affinities -> pseudo-label PNGs (PSA §3.4).
+
+Per image (PSA's ``infer_aff.py``): the full image is padded to a multiple of the
+stride, AffinityNet gives features f on the stride grid, the scores
+``[(1 - max CAM)^alpha, CAMs]`` are average-pooled to that grid and walked with
+``ops.random_walk`` (beta, logt), upsampled, cropped and arg-maxed. Optionally a dense
+CRF on the walked scores sharpens the boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from joblib import Parallel, delayed
+from torch.utils.data import DataLoader
+
+from wsss_cli import ops
+from wsss_cli.data.augment import normalize
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import write_palette_png
+from wsss_cli.data.loaders import ImageSet
+from wsss_cli.models.affinity_net import AffinityNet
+from wsss_cli.runtime import Runtime
+from wsss_cli.stages.common import (
+    finish_per_image,
+    pending_ids,
+    start_stage,
+    unhashed,
+    upstream,
+)
+from wsss_cli.stages.make_aff_labels import with_background
+from wsss_cli.stages.train_aff import load_affinity_net
+from wsss_cli.workdir import Shard, file_digest, read_cams
+
+
+@dataclass(frozen=True)
+class RandomWalkConfig:
+    data: Path
+    workdir: Path
+    split: str = "train"
+    aff_model: Path | None = None  # default WORKDIR/aff/model.pt
+    alpha: float = 16
+    beta: float = 8
+    logt: int = 8
+    radius: int = 5
+    crf: bool = True
+    crf_iters: int = 10
+    out: str = "pseudo"  # folder name under WORKDIR
+    amp: bool = True
+    workers: int = unhashed(2)
+    jobs: int = unhashed(1)
+    shard: str | None = unhashed(None)
+    overwrite: bool = unhashed(False)
+    runtime: Runtime = Runtime()
+
+
+@torch.no_grad()
+def walk_scores(
+    model: AffinityNet, image: np.ndarray, cams: np.ndarray, alpha: float, beta: float,
+    logt: int, radius: int, device: torch.device, amp: bool = False,
+) -> np.ndarray:
+    """Walked scores ``[1 + n, H, W]`` of an RGB image ``[H, W, 3]`` and its CAMs ``[n, H, W]``."""
+    h, w = image.shape[:2]
+    s = model.stride
+    ph, pw = -h % s, -w % s
+    x = torch.from_numpy(normalize(image))[None].to(device)
+    x = F.pad(x, (0, pw, 0, ph))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        features = model(x)[0].float()
+    scores = torch.from_numpy(with_background(cams, alpha)).to(device)
+    scores = F.avg_pool2d(F.pad(scores, (0, pw, 0, ph))[None], s, s)[0]
+    walked = ops.random_walk(scores, features, radius=radius, beta=beta, logt=logt)
+    walked = F.interpolate(walked[None], (h + ph, w + pw), mode="bilinear", align_corners=False)
+    return walked[0, :, :h, :w].cpu().numpy()
+
+
+def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: bool,
+                    crf_iters: int) -> np.ndarray:
+    """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]`` (channel 0 = background)."""
+    if crf and len(classes):
+        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+        scores = ops.dense_crf(image, probs.astype(np.float32), iters=crf_iters)
+    channel_class = np.concatenate([[0], classes]).astype(np.uint8)
+    return channel_class[scores.argmax(axis=0)]
+
+
+def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                 crf: bool, crf_iters: int) -> None:
+    write_palette_png(path, scores_to_label(image, scores, classes, crf, crf_iters))
+
+
+def run(cfg: RandomWalkConfig) -> Path:
+    """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
+    data = VocDataset(cfg.data)
+    ids = data.ids(cfg.split)
+    workdir = Path(cfg.workdir)
+    model_path = Path(cfg.aff_model or workdir / "aff" / "model.pt")
+    model = load_affinity_net(model_path)
+    out_dir = workdir / cfg.out
+    stage = start_stage(f"random-walk:{cfg.out}" if cfg.out != "pseudo" else "random-walk",
+                        cfg, out_dir, [out_dir], cfg.overwrite,
+                        {**upstream(workdir, "dump-cams"), "model_digest": file_digest(model_path)})
+    output = lambda i: out_dir / f"{i}.png"  # noqa: E731
+    todo = pending_ids(ids, Shard.parse(cfg.shard), output)
+    stage.logger.info("%d images to do (%d in split %s)", len(todo), len(ids), cfg.split)
+
+    device = cfg.runtime.torch_device()
+    model.to(device)
+    amp = cfg.amp and device.type == "cuda"
+    loader = DataLoader(ImageSet(data, todo), batch_size=None, num_workers=cfg.workers)
+    # the walk runs here, the CRF and PNG writing on a pool of --jobs processes
+    with Parallel(n_jobs=cfg.jobs, return_as="generator_unordered") as pool:
+        def walked():
+            for image_id, image in loader:
+                image = image.numpy()
+                classes, cams = read_cams(workdir / "cams" / f"{image_id}.npz")
+                scores = walk_scores(model, image, cams, cfg.alpha, cfg.beta, cfg.logt,
+                                     cfg.radius, device, amp)
+                yield delayed(_write_label)(output(image_id), image, scores, classes, cfg.crf,
+                                            cfg.crf_iters)
+
+        for _ in cfg.runtime.progress(pool(walked()), "random-walk", total=len(todo)):
+            pass
+    finish_per_image(stage, ids, output)
+    return out_dir

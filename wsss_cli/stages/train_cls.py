@@ -1,0 +1,114 @@
+"""train-cls: the multi-label classifier whose class activation maps seed everything else.
+
+Loss: multi-label soft margin over the image's classes. Defaults come from the
+backbone's preset (PSA for resnet38/vgg16, IRN for resnet50/101, our own for tiny);
+any option given on the command line or in the TOML config wins over the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from wsss_cli.data.augment import AugmentConfig
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.loaders import ClassificationSet
+from wsss_cli.models.backbones import build_backbone, freeze_batchnorm
+from wsss_cli.models.classifier import CamNet
+from wsss_cli.models.weights import load_pretrained
+from wsss_cli.runtime import Runtime
+from wsss_cli.stages.common import fill_from_preset, finish_training, start_stage, unhashed
+from wsss_cli.training import LoopConfig, check_meta, fit, load_checkpoint, param_groups
+
+# Per-backbone defaults: PSA's train_cls.py (resnet38, vgg16), IRN's run_sample.py
+# (resnet50/101), and for tiny what trains from scratch on ~128 px images on a CPU.
+PRESETS: dict[str, dict] = {
+    "resnet38": dict(pretrained="imagenet", epochs=15, batch_size=16, lr=0.1, weight_decay=5e-4,
+                     crop_size=448, resize_long=(256, 512), dropout=0.5),
+    "vgg16": dict(pretrained="imagenet", epochs=15, batch_size=16, lr=0.1, weight_decay=5e-4,
+                  crop_size=448, resize_long=(256, 512), dropout=0.5),
+    "resnet50": dict(pretrained="imagenet", epochs=5, batch_size=16, lr=0.1, weight_decay=1e-4,
+                     crop_size=512, resize_long=(320, 640), dropout=0.0),
+    "resnet101": dict(pretrained="imagenet", epochs=5, batch_size=16, lr=0.1, weight_decay=1e-4,
+                      crop_size=512, resize_long=(320, 640), dropout=0.0),
+    "tiny": dict(pretrained="none", epochs=8, batch_size=16, lr=0.1, weight_decay=5e-4,
+                 crop_size=128, resize_long=(96, 160), dropout=0.0),
+}
+
+
+@dataclass(frozen=True)
+class TrainClsConfig:
+    data: Path
+    workdir: Path
+    split: str = "train"
+    backbone: str = "resnet38"
+    pretrained: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    crop_size: int | None = None
+    resize_long: tuple[int, int] | None = None
+    dropout: float | None = None
+    freeze_bn: bool | None = None
+    amp: bool = True
+    workers: int = unhashed(2)
+    resume: bool = unhashed(False)
+    overwrite: bool = unhashed(False)
+    runtime: Runtime = Runtime()
+
+    def resolved(self) -> TrainClsConfig:
+        """Every option left unset, filled from the backbone's preset."""
+        return fill_from_preset(self, PRESETS)
+
+
+def build_cam_net(backbone: str, num_classes: int, dropout: float = 0.0) -> CamNet:
+    return CamNet(build_backbone(backbone), num_classes - 1, dropout)
+
+
+def load_cam_net(path: Path, data: VocDataset) -> CamNet:
+    """The trained classifier at ``path``, checked against the dataset's classes."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("meta", {})
+    check_meta(path, meta, {"kind": "cls", "num_classes": data.num_classes})
+    model = build_cam_net(meta["backbone"], data.num_classes)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def run(cfg: TrainClsConfig) -> Path:
+    """Train the classifier; returns ``WORKDIR/cls/model.pt``."""
+    cfg = cfg.resolved()
+    data = VocDataset(cfg.data)
+    ids = data.ids(cfg.split)
+    out_dir = Path(cfg.workdir) / "cls"
+    stage = start_stage("train-cls", cfg, out_dir, [out_dir / "model.pt", out_dir / "last.pt"],
+                        cfg.overwrite)
+    if stage.finished_before and (out_dir / "model.pt").exists():
+        stage.logger.info("already trained with these settings: %s", out_dir / "model.pt")
+        return out_dir / "model.pt"
+
+    model = build_cam_net(cfg.backbone, data.num_classes, cfg.dropout)
+    load_pretrained(model.backbone, cfg.backbone, cfg.pretrained)
+    if cfg.freeze_bn:
+        freeze_batchnorm(model.backbone)
+    aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long)
+    dataset = ClassificationSet(data, ids, aug, cfg.runtime.seed)
+    stage.logger.info("%d images of split %s, %d classes, backbone %s (%s)", len(ids), cfg.split,
+                      data.num_classes - 1, cfg.backbone, cfg.pretrained)
+
+    def step(net, batch):
+        images, labels = batch
+        return F.multilabel_soft_margin_loss(net(images).float(), labels)
+
+    loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, workers=cfg.workers, amp=cfg.amp,
+                      resume=cfg.resume)
+    meta = {"kind": "cls", "backbone": cfg.backbone, "num_classes": data.num_classes,
+            "classes": list(data.classes)}
+    final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
+                dataset, step, loop, out_dir, cfg.runtime, meta, stage.logger)
+    finish_training(stage, images=len(ids))
+    return final

@@ -1,0 +1,212 @@
+"""The artifact store: every file a stage writes goes through here.
+
+Rules (SPEC §4): files appear atomically (temporary name in the same folder, then
+``os.replace``), ``state.json`` records per stage the hash of the settings that made
+its outputs, and a per-image stage refuses to mix outputs made with other settings
+unless asked to ``--overwrite``. Several shards of one stage may run at once against
+one workdir; ``state.json`` and ``config.toml`` are updated under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from wsss_cli.errors import WsssError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    The temporary name starts with ``.`` and ends with ``.tmp`` so that listings of
+    finished outputs never see it. On error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short stable hash of JSON-able settings (key order does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (short), used to tie outputs to the model that made them."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: this process handles every ``count``-th id."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        """``"I/N"`` (0-based I), else the SLURM array variables, else the whole split."""
+        if text:
+            try:
+                index, count = (int(p) for p in text.split("/"))
+            except ValueError:
+                raise WsssError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        elif "SLURM_ARRAY_TASK_ID" in os.environ and "SLURM_ARRAY_TASK_COUNT" in os.environ:
+            first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            index = int(os.environ["SLURM_ARRAY_TASK_ID"]) - first
+            count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+        else:
+            return cls()
+        if not 0 <= index < count:
+            raise WsssError(f"--shard {index}/{count}: need 0 <= I < N")
+        return cls(index, count)
+
+    def select(self, ids: Sequence[str]) -> list[str]:
+        return list(ids[self.index :: self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class Workdir:
+    """One experiment's folder: stage outputs, ``state.json`` and ``config.toml``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def state(self) -> dict[str, Any]:
+        path = self.root / "state.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise WsssError(f"{path}: not valid JSON ({e})") from None
+
+    def stage_state(self, stage: str) -> dict[str, Any]:
+        return self.state().get(stage, {})
+
+    def update_stage(self, stage: str, **fields: Any) -> None:
+        """Merge ``fields`` into ``state.json[stage]`` under the workdir lock."""
+        with self._locked():
+            state = self.state()
+            entry = state.setdefault(stage, {})
+            entry.update(fields)
+            entry["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            write_json(self.root / "state.json", state)
+
+    def record_config(self, stage: str, options: dict[str, Any]) -> None:
+        """Store the resolved options of ``stage`` as a section of ``config.toml``."""
+        with self._locked():
+            path = self.root / "config.toml"
+            config = tomllib.loads(path.read_text()) if path.exists() else {}
+            config[stage] = {k: _toml_value(v) for k, v in options.items() if v is not None}
+            write_bytes(path, tomli_w.dumps(config).encode())
+
+    def begin(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        outputs: Sequence[Path],
+        overwrite: bool,
+    ) -> str:
+        """Check ``settings`` against what made the stage's existing outputs.
+
+        Returns the settings hash. If outputs exist that were made with other
+        settings, raises unless ``overwrite``; with ``overwrite`` they are removed.
+        """
+        digest = settings_hash(settings)
+        with self._locked():
+            previous = self.state().get(stage, {}).get("settings_hash")
+            existing = [p for p in outputs if p.exists()]
+            if existing and previous not in (None, digest):
+                if not overwrite:
+                    raise WsssError(
+                        f"{existing[0].parent}: made by '{stage}' with other settings; "
+                        "pass --overwrite to replace it, or use another --workdir"
+                    )
+                for p in existing:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            elif overwrite:
+                for p in existing:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return digest
+
+
+def _toml_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_toml_value(v) for v in value]
+    return value
+
+
+def write_cams(path: Path, classes: np.ndarray, cams: np.ndarray) -> None:
+    """Store CAMs ``[n, H, W]`` (float16) of the foreground ``classes`` ``[n]`` (1-based)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, classes=classes.astype(np.int64), cams=cams.astype(np.float16))
+
+
+def read_cams(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes [n] int64, cams [n, H, W] float32)`` as written by :func:`write_cams`."""
+    try:
+        with np.load(path) as z:
+            return z["classes"], z["cams"].astype(np.float32)
+    except FileNotFoundError:
+        raise WsssError(f"{path}: CAM file not found (run dump-cams first)") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise WsssError(f"{path}: not a readable CAM file ({e})") from None
