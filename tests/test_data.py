@@ -148,7 +148,7 @@ def test_augment_is_deterministic_and_keeps_labels_aligned():
 
 
 def test_toy_dataset_layout(tmp_path):
-    make_toy_dataset(tmp_path / "toy", num_train=6, num_val=2, size=64, progress=False)
+    make_toy_dataset(tmp_path / "toy", num_train=6, num_val=2, size=64)
     data = VocDataset(tmp_path / "toy")
     assert data.classes == TOY_CLASSES
     assert len(data.ids("train")) == 6 and len(data.ids("val")) == 2

@@ -71,6 +71,8 @@ training_options = _options(
                  help="Training epochs. [default: per backbone]"),
     click.option("--batch-size", type=click.IntRange(1), default=None,
                  help="Images per step. [default: per backbone]"),
+    click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None,
+                 help="SGD (momentum 0.9) as the papers, or AdamW. [default: per backbone]"),
     click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
                  help="Base learning rate (new layers get 10x). [default: per backbone]"),
     click.option("--weight-decay", type=click.FloatRange(0), default=None,
@@ -153,7 +155,7 @@ def toy_data(ctx: click.Context, out: Path, num_train: int, num_val: int, size: 
     """Write the synthetic toy dataset (5 shape classes) to OUT in the VOC layout."""
     from wsss_cli.data.toy import make_toy_dataset
 
-    make_toy_dataset(out, num_train, num_val, size, seed=ctx.obj.seed, progress=not ctx.obj.quiet)
+    make_toy_dataset(out, num_train, num_val, size, seed=ctx.obj.seed, progress=ctx.obj.progress)
     click.echo(f"wrote {num_train} train + {num_val} val images to {out}")
 
 
@@ -263,8 +265,9 @@ def train_aff(ctx: click.Context, **options: Any) -> None:
               help="Background score (1 - max CAM)^alpha.")
 @click.option("--beta", default=8.0, type=click.FloatRange(0, min_open=True),
               help="Affinity sharpening a^beta.")
-@click.option("--logt", default=8, type=click.IntRange(0, 12),
-              help="The walk takes 2^logt steps.")
+@click.option("--logt", default=None, type=click.IntRange(0, 12),
+              help="The walk takes 2^logt steps. [default: auto, PSA's 8 on VOC-sized images "
+                   "(~63x47 grid), 8 + 2 log2(grid side / 54) elsewhere, e.g. 4 at 128 px]")
 @click.option("--radius", default=5, type=click.IntRange(2),
               help="Neighbourhood radius on the feature grid.")
 @click.option("--crf/--no-crf", default=True, help="Dense CRF on the walked scores.")
@@ -332,7 +335,8 @@ main.add_command(click.Command(
               default=Path("wsss-demo"), help="Where the toy data and all artifacts go.")
 @click.option("--num-train", default=300, type=click.IntRange(16), help="Toy training images.")
 @click.option("--num-val", default=100, type=click.IntRange(4), help="Toy validation images.")
-@click.option("--epochs", default=8, type=click.IntRange(1), help="Classifier epochs.")
+@click.option("--epochs", default=8, type=click.IntRange(1),
+              help="Epochs of each training stage.")
 @click.option("--workers", default=2, type=click.IntRange(0), help="DataLoader workers.")
 @click.option("--jobs", default=2, type=click.IntRange(1), help="CPU processes for the CRF.")
 @click.pass_context

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -41,6 +43,13 @@ class Runtime:
         elif device.type != "cpu":
             raise WsssError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
         return device
+
+    def seed_everything(self, offset: int = 0) -> None:
+        """Seed torch, numpy and random, e.g. before a model's random initialisation."""
+        seed = self.seed * 100_003 + offset
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
     def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
         """A tqdm bar on stderr, off with ``--quiet`` or when stderr is not a terminal."""

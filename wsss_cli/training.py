@@ -1,7 +1,7 @@
 """The one training loop every training stage shares.
 
 SGD with momentum 0.9 and *real* weight decay (the reference repos' PolyOptimizer
-passed the weight decay in momentum's slot), 10x learning rate for the new layers, a
+passed the weight decay in momentum's slot) or AdamW, 10x learning rate for the new layers, a
 poly schedule stepped per iteration, AMP (bf16) and channels_last on CUDA, a
 resumable ``last.pt`` every epoch, ``metrics.jsonl``, a NaN guard, and
 DistributedDataParallel when launched by ``torchrun``.
@@ -42,6 +42,7 @@ class LoopConfig:
     batch_size: int
     lr: float
     weight_decay: float
+    optimizer: str = "sgd"  # or "adamw" (the tiny presets: converges in a CPU budget)
     workers: int = 0
     amp: bool = True
     resume: bool = False
@@ -108,6 +109,16 @@ def param_groups(backbone: nn.Module, head: nn.Module, lr: float, head_mult: flo
     ]
 
 
+def make_optimizer(groups: list[dict], cfg: LoopConfig) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay (the papers), or AdamW (decoupled decay)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise WsssError(f"--optimizer {cfg.optimizer!r}: choose sgd or adamw")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -153,8 +164,7 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(groups, cfg)
     sampler = EpochSampler(len(dataset), runtime.seed, dist_info)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")

@@ -10,11 +10,11 @@ stages (CRF on colour edges, affinity random walk) have something to fix.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from wsss_cli.data.io import write_jpeg, write_palette_png
 from wsss_cli.workdir import write_bytes
@@ -74,8 +74,10 @@ def _texture(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     hsv = np.empty((h, w, 3), np.float32)
     hsv[..., 0] = (hue + rng.uniform(-12, 12)) % 180
     hsv[..., 1] = rng.uniform(120, 230)
-    bright, dark = rng.uniform(170, 250), rng.uniform(50, 120)
-    hsv[..., 2] = np.where(pattern, bright, dark)
+    # moderate texture contrast: stripes identify the class, yet an object stays one
+    # colour region (as in photos), so colour-based refinement (CRF) can follow its outline
+    bright = rng.uniform(180, 250)
+    hsv[..., 2] = np.where(pattern, bright, bright - rng.uniform(35, 60))
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
@@ -115,19 +117,20 @@ def make_toy_image(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.
 
 def make_toy_dataset(
     out: Path, num_train: int = 300, num_val: int = 100, size: int = 128, seed: int = 0,
-    progress: bool = True,
+    progress: Callable[[Iterable, str, int], Iterable] | None = None,
 ) -> None:
     """Write the toy dataset to ``out`` in the VOC layout (``train`` and ``val`` splits).
 
     Image sides vary in ``[0.85 size, 1.15 size]``. Images with no object after
-    occlusion get background-only labels, as real datasets have.
+    occlusion get background-only labels, as real datasets have. ``progress`` wraps
+    the loop (e.g. ``Runtime.progress``).
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
     labels: dict[str, list[int]] = {}
     splits = {"train": [], "val": []}
     names = [("train", i) for i in range(num_train)] + [("val", i) for i in range(num_val)]
-    for split, i in tqdm(names, desc="toy-data", disable=not progress):
+    for split, i in progress(names, "toy-data", len(names)) if progress else names:
         image_id = f"{split}_{i:05d}"
         hw = tuple(int(rng.integers(int(size * 0.85), int(size * 1.15) + 1)) for _ in range(2))
         image, mask = make_toy_image(rng, hw)

@@ -67,11 +67,6 @@ def pamr(
     return state.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()
 
 
-def _shift(padded: Tensor, pad: int, dy: int, dx: int, h: int, w: int) -> Tensor:
-    """The ``[..., h, w]`` view of ``padded`` (padded by ``pad``) moved by ``(dy, dx)``."""
-    return padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-
-
 def _neighbour_weights(
     image: Tensor, dilations: list[int], offsets: list[tuple[int, int]]
 ) -> Tensor:
@@ -82,31 +77,45 @@ def _neighbour_weights(
     b, channels, h, w = image.shape
     pad = max(dilations)
     padded = F.pad(image, [pad] * 4, mode="replicate")
-    windows = [(dy * d, dx * d) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    sb, sc, sy, sx = padded.stride()
+
+    # One strided view per dilation instead of a slice per neighbour: a few large ops
+    # rather than hundreds of small ones, whose fixed costs (thread wake-ups, kernel
+    # launches) dominate at low resolution.
+    def windows(d: int) -> Tensor:
+        """The 3x3 windows at dilation ``d``: a view ``[B, C, 3, 3, H, W]`` of ``padded``."""
+        corner = padded.storage_offset() + (pad - d) * (sy + sx)
+        return padded.as_strided(
+            (b, channels, 3, 3, h, w), (sb, sc, d * sy, d * sx, sy, sx), corner
+        )
+
+    def copied(d: int) -> Tensor:
+        """``windows(d)`` copied to a contiguous ``[B, C, 9, H, W]``: reducing the view in
+        place, over its overlapping strides, is several times slower than copy + reduce."""
+        return windows(d).reshape(b, channels, 9, h, w)
 
     # two passes (mean, then squared deviations) keep sigma accurate where it is tiny,
     # and there kappa is most sensitive to it
-    mean = torch.zeros_like(image)
-    for dy, dx in windows:
-        mean += _shift(padded, pad, dy, dx, h, w)
-    mean /= len(windows)
-    spread = torch.zeros_like(image)
-    for dy, dx in windows:
-        spread += (_shift(padded, pad, dy, dx, h, w) - mean).square_()
-    scale = spread.div_(len(windows) - 1).sqrt_().mul_(0.1).add_(1e-8)
+    count = 9 * len(dilations)
+    mean = sum(copied(d).sum(2) for d in dilations).div_(count)
+    spread = sum((copied(d) - mean[:, :, None]).square_().sum(2) for d in dilations)
+    scale = spread.div_(count - 1).sqrt_().mul_(0.1).add_(1e-8)[:, :, None, None]
 
-    # neighbour-major while reducing over channels: writing each neighbour's plane is
-    # contiguous, where writing into a pixel-major [B, H, W, J] tensor is strided and slow
-    kappa = image.new_empty(b, len(offsets), h, w)
-    for j, (dy, dx) in enumerate(offsets):
-        diff = (image - _shift(padded, pad, dy, dx, h, w)).abs_().div_(scale)
-        torch.sum(diff, 1, out=kappa[:, j])
-    kappa.div_(-channels)
-    # in place: this is the largest tensor of the whole op
-    kappa -= kappa.amax(1, keepdim=True)
-    kappa.exp_()
-    kappa /= kappa.sum(1, keepdim=True)
-    return kappa.permute(0, 2, 3, 1).contiguous()
+    centre = image[:, :, None, None]
+    planes = image.new_empty(b, len(dilations), 3, 3, h, w)
+    for i, d in enumerate(dilations):
+        torch.sum((centre - windows(d)).abs_().div_(scale), 1, out=planes[:, i])
+    slot = {
+        (dy * d, dx * d): (i * 3 + dy + 1) * 3 + dx + 1
+        for i, d in enumerate(dilations)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    }
+    ring = torch.tensor([slot[offset] for offset in offsets], device=image.device)
+    # the gather drops the window centres and makes the layout pixel-major in one copy
+    kappa = planes.view(b, 9 * len(dilations), h, w).permute(0, 2, 3, 1)[..., ring]
+    del planes
+    return kappa.div_(-channels).softmax(-1)
 
 
 def _step_matrix(

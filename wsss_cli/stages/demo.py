@@ -43,14 +43,14 @@ def run(cfg: DemoConfig) -> list[tuple[str, float]]:
     root = workdir / "data"
     if not (root / "classes.txt").exists():  # written last by make_toy_dataset
         make_toy_dataset(root, cfg.num_train, cfg.num_val, seed=cfg.runtime.seed,
-                         progress=not cfg.runtime.quiet)
+                         progress=cfg.runtime.progress)
     common = dict(data=root, workdir=workdir, runtime=cfg.runtime)
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none",
                                            epochs=cfg.epochs, workers=cfg.workers))
     pseudo = make_pseudo.MakePseudoConfig(
         dump_cams=dump_cams.DumpCamsConfig(**common, workers=cfg.workers),
         make_aff_labels=make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs),
-        train_aff=train_aff.TrainAffConfig(**common, workers=cfg.workers),
+        train_aff=train_aff.TrainAffConfig(**common, epochs=cfg.epochs, workers=cfg.workers),
         random_walk=random_walk.RandomWalkConfig(**common, crf=True, workers=cfg.workers,
                                                  jobs=cfg.jobs),
     )

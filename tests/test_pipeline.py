@@ -1,0 +1,42 @@
+"""One full toy pipeline run through the real command line (the CI end-to-end run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import read_mask
+
+
+def test_demo_runs_every_stage_and_reports(tmp_path):
+    workdir = tmp_path / "demo"
+    args = ["demo", "--workdir", str(workdir), "--num-train", "48", "--num-val", "8",
+            "--epochs", "2", "--workers", "0", "--jobs", "1"]
+    result = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.strip().splitlines()[-4:]
+    assert [row.split("  ")[0] for row in table] == [
+        table[0].split("  ")[0], "CAM + CRF", "random walk", "random walk + CRF"]
+    assert table[0].startswith("CAM (threshold ")
+    summary = json.loads((workdir / "eval/demo.json").read_text())["train_miou"]
+    assert len(summary) == 4 and all(0 < v <= 100 for v in summary.values())
+
+    data = VocDataset(workdir / "data")
+    for image_id in data.ids("train"):
+        label = read_mask(workdir / "pseudo" / f"{image_id}.png")
+        assert label.shape == data.read_image(image_id).shape[:2]
+        assert set(label.ravel().tolist()) <= {0, *data.labels(image_id)}
+        aff = read_mask(workdir / "aff_labels" / f"{image_id}.png")
+        assert set(aff.ravel().tolist()) <= {0, 255, *data.labels(image_id)}
+    state = json.loads((workdir / "state.json").read_text())
+    for stage in ("train-cls", "dump-cams", "make-aff-labels", "train-aff", "random-walk"):
+        assert state[stage]["status"] == "done", stage
+
+    # a second run reuses every finished stage and prints the same table
+    again = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines()[-4:] == table
