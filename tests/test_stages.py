@@ -140,3 +140,14 @@ def test_dump_cams_on_real_photos(coco128, tmp_path):
         classes, cams = read_cams(tmp_path / "cams" / f"{image_id}.npz")
         assert cams.shape == (len(data.labels(image_id)), *data.read_image(image_id).shape[:2])
         assert np.isfinite(cams).all()
+
+
+def test_a_moved_workdir_keeps_its_outputs(toy, tmp_path):
+    """The settings hash covers what made the outputs, not where the workdir lives."""
+    train_cls.run(_cls_config(toy, tmp_path / "a", epochs=1))
+    cfg = dict(data=toy, scales=(0.5,), workers=0, runtime=QUIET)
+    dump_cams.run(dump_cams.DumpCamsConfig(workdir=tmp_path / "a", **cfg))
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "b/cams").glob("*.npz")}
+    dump_cams.run(dump_cams.DumpCamsConfig(workdir=tmp_path / "b", **cfg))
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "b/cams").glob("*.npz")}

@@ -176,7 +176,7 @@ class Workdir:
             if existing and previous not in (None, digest):
                 if not overwrite:
                     raise WsssError(
-                        f"{existing[0].parent}: made by '{stage}' with other settings; "
+                        f"{existing[0]}: made by '{stage}' with other settings; "
                         "pass --overwrite to replace it, or use another --workdir"
                     )
                 for p in existing:

@@ -31,6 +31,8 @@ def settings_of(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         if isinstance(value, Runtime):
             out["seed"] = value.seed
+        elif isinstance(value, Path):  # "data" and "/abs/data" are the same dataset
+            out[f.name] = str(value.resolve())
         else:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out

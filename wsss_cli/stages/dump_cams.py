@@ -28,7 +28,7 @@ from wsss_cli.workdir import Shard, file_digest, write_cams
 @dataclass(frozen=True)
 class DumpCamsConfig:
     data: Path
-    workdir: Path
+    workdir: Path = unhashed()
     split: str = "train"
     cls_model: Path | None = None  # default WORKDIR/cls/model.pt
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)

@@ -44,7 +44,7 @@ class CrfConfig:
 @dataclass(frozen=True)
 class MakeAffLabelsConfig:
     data: Path
-    workdir: Path
+    workdir: Path = unhashed()
     split: str = "train"
     alpha_low: float = 4
     alpha_high: float = 32

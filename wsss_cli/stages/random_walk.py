@@ -42,7 +42,7 @@ from wsss_cli.workdir import Shard, file_digest, read_cams
 @dataclass(frozen=True)
 class RandomWalkConfig:
     data: Path
-    workdir: Path
+    workdir: Path = unhashed()
     split: str = "train"
     aff_model: Path | None = None  # default WORKDIR/aff/model.pt
     alpha: float = 16

@@ -45,7 +45,7 @@ PRESETS: dict[str, dict] = {
 @dataclass(frozen=True)
 class TrainAffConfig:
     data: Path
-    workdir: Path
+    workdir: Path = unhashed()
     split: str = "train"
     backbone: str | None = None  # default: the classifier's
     pretrained: str | None = None

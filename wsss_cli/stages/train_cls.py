@@ -42,7 +42,7 @@ PRESETS: dict[str, dict] = {
 @dataclass(frozen=True)
 class TrainClsConfig:
     data: Path
-    workdir: Path
+    workdir: Path = unhashed()
     split: str = "train"
     backbone: str = "resnet38"
     pretrained: str | None = None
