@@ -62,3 +62,14 @@ def test_float_image_rejected():
     image, probs = _inputs()
     with pytest.raises(ValueError, match="uint8"):
         ops.dense_crf(image.astype(np.float32), probs)
+
+
+def test_dense_crf_accepts_read_only_inputs():
+    """joblib passes large arrays to worker processes as read-only memory maps."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(3), size=(20, 24)).transpose(2, 0, 1).astype(np.float32)
+    want = ops.dense_crf(image, probs, iters=3)
+    image.setflags(write=False)
+    probs.setflags(write=False)
+    np.testing.assert_array_equal(ops.dense_crf(image, probs, iters=3), want)

@@ -47,7 +47,8 @@ def dense_crf(
     crf.addPairwiseBilateral(
         sxy=bilateral_sxy,
         srgb=bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        # pydensecrf needs a writable buffer; joblib hands workers read-only memmaps
+        rgbim=np.require(image, requirements=["C", "W"]),
         compat=bilateral_compat,
     )
     q = crf.inference(iters)
