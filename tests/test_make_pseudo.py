@@ -48,6 +48,12 @@ def test_auto_logt_is_psa_on_voc_sized_grids_and_shorter_on_small_ones():
     assert random_walk.auto_logt(500, 500) == 10
 
 
+def test_walk_scale_upscales_only_small_images():
+    assert random_walk.auto_walk_scale(128, 128) == 2  # 16x16 grid -> 32x32
+    assert random_walk.auto_walk_scale(375, 500) == 1  # VOC: PSA's grid
+    assert random_walk.auto_walk_scale(40, 300) == 4  # capped
+
+
 @pytest.mark.slow
 def test_make_pseudo_on_real_photos(coco128, tmp_path):
     """train-cls + make-pseudo on the 97 labelled real photos: a valid label per image."""

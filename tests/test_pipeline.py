@@ -34,6 +34,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     state = json.loads((workdir / "state.json").read_text())
     for stage in ("train-cls", "dump-cams", "make-aff-labels", "train-aff", "random-walk"):
         assert state[stage]["status"] == "done", stage
+    assert state["random-walk"]["settings"]["alpha"] == 8  # the tiny backbone's walk alpha
 
     # a second run reuses every finished stage and prints the same table
     again = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],

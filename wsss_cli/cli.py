@@ -261,8 +261,9 @@ def train_aff(ctx: click.Context, **options: Any) -> None:
 @split_option
 @click.option("--aff-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="AffinityNet checkpoint. [default: WORKDIR/aff/model.pt]")
-@click.option("--alpha", default=16.0, type=click.FloatRange(0, min_open=True),
-              help="Background score (1 - max CAM)^alpha.")
+@click.option("--alpha", default=None, type=click.FloatRange(0, min_open=True),
+              help="Background score (1 - max CAM)^alpha. [default: PSA's 16; 8 for tiny, whose "
+                   "from-scratch CAMs stay ~0.2-0.3 off the objects]")
 @click.option("--beta", default=8.0, type=click.FloatRange(0, min_open=True),
               help="Affinity sharpening a^beta.")
 @click.option("--logt", default=None, type=click.IntRange(0, 12),
@@ -270,6 +271,9 @@ def train_aff(ctx: click.Context, **options: Any) -> None:
                    "(~63x47 grid), 8 + 2 log2(grid side / 54) elsewhere, e.g. 4 at 128 px]")
 @click.option("--radius", default=5, type=click.IntRange(2),
               help="Neighbourhood radius on the feature grid.")
+@click.option("--walk-scale", type=click.FloatRange(0.25, 8), default=None,
+              help="Resize images by this factor before AffinityNet and the walk. [default: auto, "
+                   "the integer factor bringing the short side to 256 px: 1 on VOC, 2 at 128 px]")
 @click.option("--crf/--no-crf", default=True, help="Dense CRF on the walked scores.")
 @crf_iters_option
 @click.option("--out", default="pseudo", help="Output folder name under WORKDIR.")

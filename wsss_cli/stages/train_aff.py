@@ -38,7 +38,7 @@ PRESETS: dict[str, dict] = {
                   crop_size=448, resize_long=(448, 768))
        for name in ("resnet38", "vgg16", "resnet50", "resnet101")},
     "tiny": dict(pretrained="cls", optimizer="adamw", epochs=8, batch_size=8, lr=3e-3,
-                 weight_decay=5e-4, crop_size=128, resize_long=(96, 160), freeze_bn=False),
+                 weight_decay=5e-4, crop_size=128, resize_long=(96, 288), freeze_bn=False),
 }
 
 
@@ -71,13 +71,14 @@ def classifier_backbone(workdir: Path) -> str:
     return load_checkpoint(path)["meta"]["backbone"]
 
 
-def load_affinity_net(path: Path) -> AffinityNet:
+def load_affinity_net(path: Path) -> tuple[AffinityNet, str]:
+    """The trained AffinityNet at ``path`` (eval mode) and its backbone's name."""
     ckpt = load_checkpoint(path)
     meta = ckpt.get("meta", {})
     check_meta(path, meta, {"kind": "aff"})
     model = AffinityNet(build_backbone(meta["backbone"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return model.eval(), meta["backbone"]
 
 
 def run(cfg: TrainAffConfig) -> Path:
