@@ -52,6 +52,38 @@ def options_of(cfg: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The options every training stage shares; None = the backbone's preset."""
+
+    data: Path
+    workdir: Path = unhashed()
+    split: str = "train"
+    backbone: str | None = None
+    pretrained: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    crop_size: int | None = None
+    resize_long: tuple[int, int] | None = None
+    freeze_bn: bool | None = None
+    amp: bool = True
+    workers: int = unhashed(2)
+    resume: bool = unhashed(False)
+    overwrite: bool = unhashed(False)
+    runtime: Runtime = Runtime()
+
+    def loop(self) -> Any:
+        """The training loop's settings (call on a config filled from its preset)."""
+        from wsss_cli.training import LoopConfig
+
+        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                          weight_decay=self.weight_decay, optimizer=self.optimizer,
+                          workers=self.workers, amp=self.amp, resume=self.resume)
+
+
 def fill_from_preset(cfg: Any, presets: dict[str, dict[str, Any]]) -> Any:
     """Fill the options a user left unset (None) from the backbone's preset.
 

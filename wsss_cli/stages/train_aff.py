@@ -17,16 +17,15 @@ from wsss_cli.data.loaders import AffinitySet
 from wsss_cli.errors import WsssError
 from wsss_cli.models.affinity_net import AffinityNet, affinity_loss, pair_affinities
 from wsss_cli.models.backbones import build_backbone
-from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import (
+    TrainingConfig,
     fill_from_preset,
     finish_training,
     prepare_backbone,
     start_stage,
-    unhashed,
     upstream,
 )
-from wsss_cli.training import LoopConfig, check_meta, fit, load_checkpoint, param_groups
+from wsss_cli.training import check_meta, fit, load_checkpoint, param_groups
 
 RADIUS = 5  # PSA's training radius on the feature grid
 
@@ -43,25 +42,8 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class TrainAffConfig:
-    data: Path
-    workdir: Path = unhashed()
-    split: str = "train"
-    backbone: str | None = None  # default: the classifier's
-    pretrained: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    crop_size: int | None = None
-    resize_long: tuple[int, int] | None = None
-    freeze_bn: bool | None = None
-    amp: bool = True
-    workers: int = unhashed(2)
-    resume: bool = unhashed(False)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
+class TrainAffConfig(TrainingConfig):
+    """``backbone`` None = the classifier's."""
 
 
 def classifier_backbone(workdir: Path) -> str:
@@ -114,9 +96,7 @@ def run(cfg: TrainAffConfig) -> Path:
         images, bg_pos, fg_pos, neg = batch
         return affinity_loss(pair_affinities(net(images), RADIUS), bg_pos, fg_pos, neg)
 
-    loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                      workers=cfg.workers, amp=cfg.amp, resume=cfg.resume)
+    loop = cfg.loop()
     meta = {"kind": "aff", "backbone": cfg.backbone, "num_classes": data.num_classes}
     final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
                 dataset, step, loop, out_dir, cfg.runtime, meta, stage.logger)

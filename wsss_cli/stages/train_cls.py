@@ -18,9 +18,8 @@ from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.models.backbones import build_backbone, freeze_batchnorm
 from wsss_cli.models.classifier import CamNet
 from wsss_cli.models.weights import load_pretrained
-from wsss_cli.runtime import Runtime
-from wsss_cli.stages.common import fill_from_preset, finish_training, start_stage, unhashed
-from wsss_cli.training import LoopConfig, check_meta, fit, load_checkpoint, param_groups
+from wsss_cli.stages.common import TrainingConfig, fill_from_preset, finish_training, start_stage
+from wsss_cli.training import check_meta, fit, load_checkpoint, param_groups
 
 # Per-backbone defaults: PSA's train_cls.py (resnet38, vgg16), IRN's run_sample.py
 # (resnet50/101), and for tiny what trains from scratch on ~128 px images on a CPU
@@ -40,26 +39,9 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class TrainClsConfig:
-    data: Path
-    workdir: Path = unhashed()
-    split: str = "train"
+class TrainClsConfig(TrainingConfig):
     backbone: str = "resnet38"
-    pretrained: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    crop_size: int | None = None
-    resize_long: tuple[int, int] | None = None
     dropout: float | None = None
-    freeze_bn: bool | None = None
-    amp: bool = True
-    workers: int = unhashed(2)
-    resume: bool = unhashed(False)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
 
     def resolved(self) -> TrainClsConfig:
         """Every option left unset, filled from the backbone's preset."""
@@ -106,9 +88,7 @@ def run(cfg: TrainClsConfig) -> Path:
         images, labels = batch
         return F.multilabel_soft_margin_loss(net(images).float(), labels)
 
-    loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                      workers=cfg.workers, amp=cfg.amp, resume=cfg.resume)
+    loop = cfg.loop()
     meta = {"kind": "cls", "backbone": cfg.backbone, "num_classes": data.num_classes,
             "classes": list(data.classes)}
     final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
