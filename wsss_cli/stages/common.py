@@ -14,6 +14,7 @@ import numpy as np
 import wsss_cli
 from wsss_cli.errors import WsssError
 from wsss_cli.runtime import Runtime, stage_logger
+from wsss_cli.training import LoopConfig
 from wsss_cli.workdir import Shard, Workdir
 
 
@@ -75,10 +76,8 @@ class TrainingConfig:
     overwrite: bool = unhashed(False)
     runtime: Runtime = Runtime()
 
-    def loop(self) -> Any:
+    def loop(self) -> LoopConfig:
         """The training loop's settings (call on a config filled from its preset)."""
-        from wsss_cli.training import LoopConfig
-
         return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, optimizer=self.optimizer,
                           workers=self.workers, amp=self.amp, resume=self.resume)
