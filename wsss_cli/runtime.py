@@ -44,12 +44,11 @@ class Runtime:
             raise WsssError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
         return device
 
-    def seed_everything(self, offset: int = 0) -> None:
+    def seed_everything(self) -> None:
         """Seed torch, numpy and random, e.g. before a model's random initialisation."""
-        seed = self.seed * 100_003 + offset
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        random.seed(self.seed)
 
     def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
         """A tqdm bar on stderr, off with ``--quiet`` or when stderr is not a terminal."""

@@ -19,6 +19,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
 from wsss_cli.runtime import Runtime
+from wsss_cli.stages.random_walk import scores_to_label
 from wsss_cli.workdir import read_cams, write_json
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
@@ -39,10 +40,7 @@ def _crf_confusion(data: VocDataset, cam_dir: Path, image_id: str, threshold: fl
     classes, cams = read_cams(cam_dir / f"{image_id}.npz")
     image, gt = data.read_image(image_id), data.read_mask(image_id)
     scores = np.concatenate([np.full((1, *gt.shape), threshold, np.float32), cams])
-    if len(classes):
-        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
-        scores = ops.dense_crf(image, probs)
-    pred = np.concatenate([[0], classes])[scores.argmax(axis=0)]
+    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=10)
     return ops.confusion_matrix(pred, gt, data.num_classes)
 
 

@@ -32,10 +32,10 @@ RADIUS = 5  # PSA's training radius on the feature grid
 # PSA's train_aff.py for the ImageNet backbones; tiny starts from the classifier's weights
 # and uses AdamW: with SGD its affinities barely separate within a CPU budget (measured:
 # loss 0.55 vs 0.30 after 8 epochs on ground-truth affinity labels of the toy data).
+_PSA = dict(pretrained="imagenet", optimizer="sgd", epochs=8, batch_size=8, lr=0.1,
+            weight_decay=5e-4, crop_size=448, resize_long=(448, 768))
 PRESETS: dict[str, dict] = {
-    **{name: dict(pretrained="imagenet", optimizer="sgd", epochs=8, batch_size=8, lr=0.1, weight_decay=5e-4,
-                  crop_size=448, resize_long=(448, 768))
-       for name in ("resnet38", "vgg16", "resnet50", "resnet101")},
+    **{name: _PSA for name in ("resnet38", "vgg16", "resnet50", "resnet101")},
     "tiny": dict(pretrained="cls", optimizer="adamw", epochs=8, batch_size=8, lr=3e-3,
                  weight_decay=5e-4, crop_size=128, resize_long=(96, 288), freeze_bn=False),
 }
