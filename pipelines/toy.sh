@@ -14,3 +14,8 @@ wsss train-aff       --data "$data" --workdir "$work"
 wsss random-walk     --data "$data" --workdir "$work" --jobs 2
 wsss eval --pred "$work/pseudo" --gt "$data/SegmentationClass" --classes "$data/classes.txt" \
     --ids "$data/ImageSets/Segmentation/train.txt" --out "$work/eval/pseudo_train.json"
+wsss train-seg       --data "$data" --workdir "$work" --backbone tiny --val-split val
+wsss predict         --data "$data" --workdir "$work" --split val --crf --jobs 2
+wsss eval --pred "$work/pred/val" --gt "$data/SegmentationClass" --classes "$data/classes.txt" \
+    --ids "$data/ImageSets/Segmentation/val.txt" --out "$work/eval/seg_val.json"
+wsss report          --workdir "$work" --data "$data"

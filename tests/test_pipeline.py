@@ -17,12 +17,18 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     result = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout.strip().splitlines()[-4:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == f"report: {workdir / 'report.html'}"
+    table = lines[-7:-1]
     assert [row.split("  ")[0] for row in table] == [
-        table[0].split("  ")[0], "CAM + CRF", "random walk", "random walk + CRF"]
+        table[0].split("  ")[0], "CAM + CRF", "random walk", "random walk + CRF", "segmentation net",
+        "segmentation net"]
     assert table[0].startswith("CAM (threshold ")
-    summary = json.loads((workdir / "eval/demo.json").read_text())["train_miou"]
-    assert len(summary) == 4 and all(0 < v <= 100 for v in summary.values())
+    assert [row.split()[-2] for row in table] == ["train"] * 5 + ["val"]
+    summary = json.loads((workdir / "eval/demo.json").read_text())["table"]
+    assert len(summary) == 6 and all(0 < row["miou"] <= 100 for row in summary)
+    html = (workdir / "report.html").read_text()
+    assert "segmentation net" in html and html.count("data:image/") >= 8
 
     data = VocDataset(workdir / "data")
     for image_id in data.ids("train"):
@@ -32,7 +38,8 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
         aff = read_mask(workdir / "aff_labels" / f"{image_id}.png")
         assert set(aff.ravel().tolist()) <= {0, 255, *data.labels(image_id)}
     state = json.loads((workdir / "state.json").read_text())
-    for stage in ("train-cls", "dump-cams", "make-aff-labels", "train-aff", "random-walk"):
+    for stage in ("train-cls", "dump-cams", "make-aff-labels", "train-aff", "random-walk",
+                  "train-seg", "predict:pred/train", "predict:pred/val"):
         assert state[stage]["status"] == "done", stage
     assert state["random-walk"]["settings"]["alpha"] == 8  # the tiny backbone's walk alpha
 
@@ -40,4 +47,4 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     again = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
-    assert again.stdout.strip().splitlines()[-4:] == table
+    assert again.stdout.strip().splitlines()[-7:] == lines[-7:]

@@ -85,6 +85,8 @@ training_options = _options(
                  help="Keep BatchNorm statistics fixed. [default: when pretrained]"),
     workers_option,
     amp_option,
+    click.option("--sync-bn", is_flag=True,
+                 help="SyncBatchNorm across processes under torchrun (BatchNorm not frozen)."),
     click.option("--resume", is_flag=True, help="Continue from WORKDIR/<stage>/last.pt."),
     overwrite_option,
 )
@@ -100,6 +102,10 @@ STAGES = {
     "make-aff-labels": ("make_aff_labels", "MakeAffLabelsConfig"),
     "train-aff": ("train_aff", "TrainAffConfig"),
     "random-walk": ("random_walk", "RandomWalkConfig"),
+    "train-seg": ("train_seg", "TrainSegConfig"),
+    "train-single-stage": ("train_single_stage", "TrainSingleStageConfig"),
+    "predict": ("predict", "PredictConfig"),
+    "report": ("report", "ReportConfig"),
     "demo": ("demo", "DemoConfig"),
 }
 PSEUDO_STAGES = ("dump-cams", "make-aff-labels", "train-aff", "random-walk")
@@ -332,6 +338,103 @@ main.add_command(click.Command(
          "those stages ([dump-cams], [train-aff], ... sections of --config work too).",
     short_help="CAMs -> affinity labels -> AffinityNet -> random walk, cached.",
 ))
+
+
+@main.command("train-seg")
+@data_option
+@workdir_option
+@split_option
+@classifier_options
+@click.option("--labels", type=existing_dir, default=None,
+              help="Folder of <id>.png training labels (255 = ignore). [default: WORKDIR/pseudo]")
+@click.option("--head", type=click.Choice(["aspp", "largefov"]), default="aspp",
+              help="DeepLab v2 ASPP (rates 6/12/18/24) or DeepLab v1 LargeFOV (rate 12).")
+@click.option("--refine/--no-refine", default=None,
+              help="Sharpen the head's scores with the backbone's stride-4 map (a DeepLab v3+ "
+                   "style decoder). [default: on for tiny, off for the papers' backbones]")
+@click.option("--scale-range", type=(float, float), default=(0.5, 1.5), metavar="MIN MAX",
+              help="Random rescaling range of the training images.")
+@click.option("--val-split", default=None,
+              help="Split evaluated against its ground truth during training (e.g. val).")
+@click.option("--val-every", default=1, type=click.IntRange(1),
+              help="Evaluate --val-split every N epochs.")
+@training_options
+@click.pass_context
+def train_seg(ctx: click.Context, **options: Any) -> None:
+    """Train the DeepLab-style segmentation network on pseudo-labels -> WORKDIR/seg/model.pt."""
+    click.echo(_run_stage(ctx, options))
+
+
+@main.command("train-single-stage")
+@data_option
+@workdir_option
+@split_option
+@classifier_options
+@click.option("--pretrain-epochs", type=click.IntRange(0), default=None,
+              help="Epochs of classification loss only before the mask loss joins. "
+                   "[default: per backbone; the paper's 5 of 24 for resnet38]")
+@click.option("--focal-p", default=3.0, type=click.FloatRange(0),
+              help="Focal mask penalty exponent p (nGWP).")
+@click.option("--focal-lambda", default=0.01, type=click.FloatRange(0),
+              help="Focal mask penalty weight lambda (nGWP).")
+@click.option("--sg-psi", default=0.3, type=click.FloatRange(0, 1),
+              help="Stochastic gate: probability of dropping the deep features.")
+@click.option("--pamr-iters", default=10, type=click.IntRange(1), help="PAMR iterations.")
+@click.option("--pamr-dilations", type=FloatList(), default="1,2,4,8,12,24",
+              help="PAMR neighbourhood dilations.")
+@click.option("--scale-range", type=(float, float), default=(0.9, 1.0), metavar="MIN MAX",
+              help="Random rescaling range of the training images.")
+@training_options
+@click.pass_context
+def train_single_stage(ctx: click.Context, **options: Any) -> None:
+    """Train the single-stage network (nGWP + focal penalty + PAMR + stochastic gate)
+    -> WORKDIR/single_stage/model.pt."""
+    click.echo(_run_stage(ctx, options))
+
+
+@main.command("predict")
+@workdir_option
+@click.option("--data", type=existing_dir, default=None,
+              help="Dataset root in the VOC layout (with --split).")
+@click.option("--split", default="val", help="Split to predict (with --data).")
+@click.option("--images", type=existing_dir, default=None,
+              help="A folder of images to predict instead of a dataset split.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Segmentation or single-stage checkpoint. "
+                   "[default: WORKDIR/seg/model.pt, else WORKDIR/single_stage/model.pt]")
+@click.option("--scales", type=FloatList(), default="1.0",
+              help="Inference scales whose softmax outputs are averaged, e.g. 0.5,0.75,1.0,1.25.")
+@click.option("--flip/--no-flip", default=True, help="Add the mirrored image at every scale.")
+@click.option("--crf/--no-crf", default=False, help="Dense CRF on the predicted probabilities.")
+@crf_iters_option
+@click.option("--out", default=None,
+              help="Output folder under WORKDIR. [default: pred/<split or images folder name>]")
+@amp_option
+@workers_option
+@jobs_option
+@shard_option
+@overwrite_option
+@click.pass_context
+def predict(ctx: click.Context, **options: Any) -> None:
+    """A trained segmentation or single-stage model on a split or an image folder
+    -> palette PNGs at image size in WORKDIR/pred/<split>/."""
+    click.echo(_run_stage(ctx, options))
+
+
+@main.command("report")
+@workdir_option
+@click.option("--data", type=existing_dir, default=None,
+              help="Dataset root for the images and ground truth. "
+                   "[default: the one recorded in WORKDIR/config.toml]")
+@click.option("--split", default="train", help="Split whose images are shown.")
+@click.option("--samples", default=8, type=click.IntRange(1), help="Images shown side by side.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file. [default: WORKDIR/report.html]")
+@click.pass_context
+def report(ctx: click.Context, **options: Any) -> None:
+    """One self-contained HTML page: mIoU per stage, per-class IoU, and image / CAM /
+    affinity label / pseudo-label / prediction / ground truth side by side."""
+    click.echo(_run_stage(ctx, options))
 
 
 @main.command("demo")

@@ -14,26 +14,33 @@ number of DataLoader workers.
 
 from __future__ import annotations
 
+import atexit
+import datetime
 import json
 import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsss_cli.errors import WsssError
+from wsss_cli.models.backbones.base import _FROZEN_ATTR
 from wsss_cli.runtime import Runtime
 from wsss_cli.workdir import atomic_path
 
 StepFn = Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]
+EpochHook = Callable[[int, nn.Module], dict[str, Any]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class LoopConfig:
     optimizer: str = "sgd"  # or "adamw" (the tiny presets: converges in a CPU budget)
     workers: int = 0
     amp: bool = True
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     resume: bool = False
     momentum: float = 0.9
     poly_power: float = 0.9
@@ -63,27 +71,83 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @classmethod
+    def from_env(cls) -> Dist:
+        """What ``torchrun`` told this process (WORLD_SIZE, RANK, LOCAL_RANK)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# Rank 0 alone writes checkpoints, metrics and state while the others wait in the next
+# collective; a validation pass or a slow shared filesystem must not trip the watchdog
+# (NCCL's default is 10 minutes). A rank that dies is noticed sooner: torchrun stops the
+# whole job when one process exits with an error.
+_PG_TIMEOUT = datetime.timedelta(minutes=60)
+
 
 def init_distributed(runtime: Runtime) -> tuple[Dist, torch.device]:
-    """Join the process group when ``torchrun`` set WORLD_SIZE > 1 (NCCL on GPU, else gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """Join the process group when ``torchrun`` set WORLD_SIZE > 1 (NCCL on GPU, else gloo).
+
+    Idempotent: ``start_stage`` joins early (rank 0 decides what the stage does), ``fit``
+    joins again. The group is destroyed at exit.
+    """
+    info = Dist.from_env()
     device = runtime.torch_device()
-    if world == 1:
-        return Dist(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if info.world == 1:
+        return info, device
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        if info.local_rank >= torch.cuda.device_count():
+            raise WsssError(f"torchrun local rank {info.local_rank} has no GPU "
+                            f"(only {torch.cuda.device_count()}); lower --nproc_per_node")
+        device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank), device
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_PG_TIMEOUT)
+        atexit.register(_destroy_process_group)
+    return info, device
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def from_main(obj: T, info: Dist) -> T:
+    """Rank 0's ``obj`` on every rank, so that all ranks take the same decision
+    (resume or not, already trained or not, a user error) from one view of the files."""
+    if info.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` with its trainable BatchNorm layers replaced by SyncBatchNorm.
+
+    Frozen layers (``freeze_batchnorm``) stay as they are: they normalise with stored
+    statistics and never sync, and replacing them would drop what keeps them frozen.
+    The new layers share the old ones' parameters, so optimizer groups built on the
+    model stay valid.
+    """
+    if isinstance(model, _BatchNorm) and not getattr(model, _FROZEN_ATTR, False):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        new = sync_batchnorm(child)
+        if new is not child:
+            setattr(model, name, new)
+    return model
 
 
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` so the dataset can seed each sample's augmentation.
 
-    The permutation depends on (seed, epoch) only; under DDP each rank takes every
-    ``world``-th index of it (the tail is dropped so that ranks step in lockstep).
+    The permutation depends on (seed, epoch) only, so every rank draws the same one;
+    under DDP rank r takes positions r, r + world, ... of it (DistributedSampler's
+    split), after dropping the ``size % world`` last positions so that every rank has
+    the same number of samples and the ranks step in lockstep.
     """
 
     def __init__(self, size: int, seed: int, dist_info: Dist):
@@ -121,7 +185,11 @@ def make_optimizer(groups: list[dict], cfg: LoopConfig) -> torch.optim.Optimizer
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # a foreign or corrupt file makes torch warn before it fails: the user gets the
+        # one-line error below, not a warning on top of it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WsssError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises many types for corrupt or foreign files
@@ -154,13 +222,31 @@ def fit(
     runtime: Runtime,
     meta: dict[str, Any],
     logger: logging.Logger,
+    on_epoch_end: EpochHook | None = None,
 ) -> Path:
     """Train ``model`` and write ``out_dir/model.pt``; returns its path.
 
     ``dataset[(epoch, index)]`` returns a tuple of arrays; ``step_fn(model, batch)``
-    returns the scalar loss of a batch already on the device.
+    returns the scalar loss of a batch already on the device. ``on_epoch_end(epoch,
+    model)`` (rank 0 only, 1-based epoch) may return extra numbers for ``metrics.jsonl``,
+    e.g. a validation mIoU.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel:
+    ``step_fn`` must go through ``model(...)`` (calling submodules directly would skip
+    the gradient sync), ``cfg.batch_size`` is per process (the global batch is
+    ``world * batch_size``) and each rank sees 1/world of the images per epoch, so an
+    epoch has 1/world of the steps. Rank 0 alone writes files; every rank returns after
+    ``model.pt`` exists.
     """
     dist_info, device = init_distributed(runtime)
+    if cfg.sync_bn:
+        if dist_info.world == 1:
+            logger.info("--sync-bn: a single process, nothing to synchronise")
+        elif device.type != "cuda":
+            raise WsssError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm has no CPU version "
+                            "(drop --sync-bn for gloo on the CPU)")
+        else:
+            model = sync_batchnorm(model)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -170,30 +256,46 @@ def fit(
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise WsssError(f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} training images")
+        per_rank = f" ({len(sampler)} per process of {dist_info.world})" if dist_info.world > 1 else ""
+        raise WsssError(f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} "
+                        f"training images{per_rank}")
     max_steps = steps_per_epoch * cfg.epochs
+    if dist_info.world > 1:
+        logger.info("DDP: %d processes (%s) x batch %d = %d images per step, %d steps per epoch",
+                    dist_info.world, dist.get_backend(), cfg.batch_size,
+                    dist_info.world * cfg.batch_size, steps_per_epoch)
 
     last = out_dir / "last.pt"
+    metrics_file = out_dir / "metrics.jsonl"
+    history: list[dict[str, Any]] = []
     start_epoch = 0
-    if cfg.resume and last.exists():
+    # rank 0's view of the folder decides for all: ranks that disagreed would deadlock
+    if from_main(cfg.resume and last.exists(), dist_info):
         ckpt = load_checkpoint(last)
         check_meta(last, ckpt["meta"], {k: meta[k] for k in ("backbone", "num_classes")})
-        model.load_state_dict(ckpt["model"])
+        _unwrap(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
+        history = list(ckpt["history"]) if "history" in ckpt else _read_metrics(metrics_file, start_epoch)
         logger.info("resumed from %s at epoch %d", last, start_epoch)
     elif cfg.resume:
         logger.info("no %s to resume from; starting at epoch 0", last)
+    if dist_info.is_main and history:
+        # metrics.jsonl restarts from what the checkpoint knows: a run killed after the
+        # checkpoint but before (or while) appending its line leaves no gap or torn line
+        with atomic_path(metrics_file) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    elif dist_info.is_main:
+        metrics_file.unlink(missing_ok=True)
     if dist_info.world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     amp = cfg.amp and device.type == "cuda"
-    metrics_file = out_dir / "metrics.jsonl"
-    if start_epoch == 0 and dist_info.is_main:
-        metrics_file.unlink(missing_ok=True)
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(runtime.seed * 100_003 + epoch)
+        # ranks draw different dropout / gate masks; rank 0 of 1 keeps the single-process
+        # seeds, on which resuming reproduces an uninterrupted run
+        torch.manual_seed(runtime.seed * 100_003 + epoch + 7_919 * dist_info.rank)
         sampler.epoch = epoch
         model.train()
         started, total, count = time.time(), 0.0, 0
@@ -207,26 +309,30 @@ def fit(
             batch = [b.to(device, non_blocking=True) for b in batch]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = step_fn(model, batch)
-            if not math.isfinite(loss.item()):
+            value = _mean_over_ranks(loss, dist_info)
+            if not math.isfinite(value):  # every rank sees the same mean: all stop together
                 raise WsssError(
-                    f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; stopped. "
+                    f"loss became {value} at epoch {epoch + 1} step {step + 1}; stopped. "
                     f"The last good checkpoint is {last if last.exists() else 'none'} "
                     "(try a lower --lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + loss.item(), count + 1
+            total, count = total + value, count + 1
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{total / count:.4f}")
         if dist_info.is_main:
             record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                       "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(time.time() - started, 3)}
+            if on_epoch_end is not None:
+                record.update(on_epoch_end(epoch + 1, _unwrap(model)))
+            history.append(record)
             with atomic_path(last) as tmp:
                 torch.save({"model": _unwrap(model).state_dict(),
                             "optimizer": optimizer.state_dict(),
-                            "epoch": epoch + 1, "meta": meta}, tmp)
+                            "epoch": epoch + 1, "meta": meta, "history": history}, tmp)
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             logger.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs,
@@ -235,5 +341,28 @@ def fit(
     if dist_info.is_main:
         save_model(final, model, meta)
     if dist_info.world > 1:
-        dist.barrier()
+        dist.barrier()  # nobody returns (and reads model.pt) before rank 0 has written it
     return final
+
+
+def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    """The intact records of epochs <= ``up_to_epoch`` (checkpoints without a history)."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn by a kill while appending
+        if isinstance(record, dict) and record.get("epoch", up_to_epoch + 1) <= up_to_epoch:
+            records.append(record)
+    return records
+
+
+def _mean_over_ranks(loss: torch.Tensor, info: Dist) -> float:
+    """The batch loss averaged over the ranks (what DDP's averaged gradients descend)."""
+    value = loss.detach().float()
+    if info.world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= info.world
+    return value.item()

@@ -14,10 +14,11 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -53,13 +53,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def _new_temp(path: Path) -> str:
+    """Create an empty ``.<name>.<random>.tmp`` next to ``path``.
+
+    Not ``tempfile.mkstemp``: its files are private (0600), and outputs in a workdir
+    shared by a group on a cluster must get the usual umask-based mode.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -140,12 +155,20 @@ class Workdir:
     def stage_state(self, stage: str) -> dict[str, Any]:
         return self.state().get(stage, {})
 
-    def update_stage(self, stage: str, **fields: Any) -> None:
-        """Merge ``fields`` into ``state.json[stage]`` under the workdir lock."""
+    def update_stage(self, stage: str, compute: Callable[[], dict[str, Any]] | None = None,
+                     **fields: Any) -> None:
+        """Merge ``fields`` (and what ``compute()`` returns) into ``state.json[stage]``
+        under the workdir lock.
+
+        ``compute`` runs under the lock: shards finishing together must not write counts
+        taken before the other one's last output appeared (the stale one would win).
+        """
         with self._locked():
             state = self.state()
             entry = state.setdefault(stage, {})
             entry.update(fields)
+            if compute is not None:
+                entry.update(compute())
             entry["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             write_json(self.root / "state.json", state)
 
@@ -171,20 +194,62 @@ class Workdir:
         """
         digest = settings_hash(settings)
         with self._locked():
-            previous = self.state().get(stage, {}).get("settings_hash")
-            existing = [p for p in outputs if p.exists()]
-            if existing and previous not in (None, digest):
-                if not overwrite:
-                    raise WsssError(
-                        f"{existing[0]}: made by '{stage}' with other settings; "
-                        "pass --overwrite to replace it, or use another --workdir"
-                    )
-                for p in existing:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-            elif overwrite:
-                for p in existing:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            self._check_outputs(stage, digest, outputs, overwrite, shared=False)
         return digest
+
+    def claim(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        outputs: Sequence[Path],
+        overwrite: bool,
+        shared: bool = False,
+    ) -> tuple[str, bool]:
+        """:meth:`begin`, then mark the stage running with these settings, in one step.
+
+        Returns ``(settings hash, finished)``; ``finished`` = the stage is done with
+        exactly these settings (nothing is changed then). ``shared``: other shards of
+        the same run may be writing outputs right now; ``overwrite`` then removes only
+        outputs made with other settings, so that the shard that starts last does not
+        delete what the first ones wrote (check and claim under one lock make the
+        first shard's new settings visible to the next).
+        """
+        digest = settings_hash(settings)
+        with self._locked():
+            removed = self._check_outputs(stage, digest, outputs, overwrite, shared)
+            state = self.state()
+            entry = state.get(stage, {})
+            finished = (not removed and entry.get("status") == "done"
+                        and entry.get("settings_hash") == digest)
+            if not finished:
+                entry = state.setdefault(stage, {})
+                entry.update(settings_hash=digest, settings=settings, status="running",
+                             updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                write_json(self.root / "state.json", state)
+        return digest, finished
+
+    def _check_outputs(self, stage: str, digest: str, outputs: Sequence[Path], overwrite: bool,
+                       shared: bool) -> bool:
+        """Raise on outputs made with other settings, or remove them; True if any went."""
+        previous = self.state().get(stage, {}).get("settings_hash")
+        existing = [p for p in outputs if p.exists()]
+        if existing and previous not in (None, digest):
+            if not overwrite:
+                raise WsssError(
+                    f"{existing[0]}: made by '{stage}' with other settings; "
+                    "pass --overwrite to replace it, or use another --workdir"
+                )
+            _remove(existing)
+            return True
+        if overwrite and existing and not (shared and previous == digest):
+            _remove(existing)
+            return True
+        return False
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for p in paths:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _toml_value(value: Any) -> Any:
@@ -204,9 +269,10 @@ def write_cams(path: Path, classes: np.ndarray, cams: np.ndarray) -> None:
 def read_cams(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(classes [n] int64, cams [n, H, W] float32)`` as written by :func:`write_cams`."""
     try:
-        with np.load(path) as z:
+        # our own handle: np.load leaks its file when the zip directory is corrupt
+        with open(path, "rb") as f, np.load(f) as z:
             return z["classes"], z["cams"].astype(np.float32)
     except FileNotFoundError:
         raise WsssError(f"{path}: CAM file not found (run dump-cams first)") from None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise WsssError(f"{path}: not a readable CAM file ({e})") from None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_cli.data.io import read_image, read_mask
+from wsss_cli.data.io import image_size, read_image, read_mask
 from wsss_cli.errors import WsssError
 
 VOC_CLASSES = (
@@ -99,11 +99,14 @@ class VocDataset:
         return read_image(self.image_path(image_id))
 
     def read_mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """Ground truth ``[H, W]`` uint8 checked against the class count and image size."""
+        """Ground truth ``[H, W]`` uint8 checked against the class count and the image's
+        size (``shape``, else read from the image file's header)."""
         path = self.mask_path(image_id)
         if path is None:
             raise WsssError(f"{self.root}/SegmentationClass/{image_id}.png: ground truth not found")
         mask = read_mask(path)
+        if shape is None:
+            shape = image_size(self.image_path(image_id))
         if shape is not None and mask.shape != tuple(shape):
             raise WsssError(f"{path}: mask size {mask.shape[::-1]} differs from its image {shape[::-1]}")
         bad = mask[(mask >= self.num_classes) & (mask != 255)]
@@ -172,3 +175,28 @@ class VocDataset:
             raise WsssError(f"{path}: not valid XML ({e})") from None
         names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
         return self._class_indices(names, path)
+
+
+class ImageFolder:
+    """A plain folder of images (``predict --images``); an image's id is its file name's stem."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise WsssError(f"--images {self.root}: not a folder")
+        self._paths: dict[str, Path] = {}
+        for path in sorted(self.root.iterdir()):
+            if path.suffix not in IMAGE_SUFFIXES or not path.is_file():
+                continue
+            if path.stem in self._paths:
+                raise WsssError(f"{path}: same name as {self._paths[path.stem].name}; ids must be unique")
+            self._paths[path.stem] = path
+        if not self._paths:
+            raise WsssError(f"--images {self.root}: no images ({', '.join(IMAGE_SUFFIXES[:5])})")
+
+    def ids(self) -> list[str]:
+        return list(self._paths)
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        """RGB uint8 ``[H, W, 3]``."""
+        return read_image(self._paths[image_id])

@@ -17,6 +17,9 @@ from wsss_cli.errors import WsssError
 from wsss_cli.workdir import atomic_path
 
 cv2.setNumThreads(1)  # the DataLoader workers and joblib provide the parallelism
+# a broken file is reported as one WsssError line; OpenCV's own warnings about it
+# ("PNG input buffer is incomplete") would be extra lines on stderr
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -49,10 +52,26 @@ def read_image(path: Path) -> np.ndarray:
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
         # libjpeg only warns on a missing end-of-image marker and pads with grey
         raise WsssError(f"{path}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # pixels as stored, like Pillow reads the masks: an EXIF rotation applied to the
+    # image alone would turn it against its mask
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                             cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data else None
+    except cv2.error:  # some malformed headers fail an assertion instead of returning None
+        image = None
     if image is None:
         raise WsssError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` of an image from its header, without decoding it; None if unreadable
+    (reading the image itself then reports why)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -8,8 +8,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wsss_cli.data.augment import AugmentConfig, augment
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import ImageFolder, VocDataset
 from wsss_cli.data.io import read_mask
+from wsss_cli.errors import WsssError
 from wsss_cli.ops import affinity_labels
 
 
@@ -38,7 +39,7 @@ class ClassificationSet(Dataset):
 class ImageSet(Dataset):
     """``set[i]`` -> (id, RGB uint8 image ``[H, W, 3]``) for inference (batch size 1)."""
 
-    def __init__(self, data: VocDataset, ids: list[str]):
+    def __init__(self, data: VocDataset | ImageFolder, ids: list[str]):
         self.data, self.ids = data, ids
 
     def __len__(self) -> int:
@@ -46,6 +47,32 @@ class ImageSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray]:
         return self.ids[index], self.data.read_image(self.ids[index])
+
+
+class SegmentationSet(Dataset):
+    """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, label int64 ``[crop, crop]``).
+
+    Labels are class-index PNGs at image size (pseudo-labels or ground truth), 255 = ignore.
+    """
+
+    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
+                 seed: int):
+        self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
+        self.aug, self.seed = aug, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        epoch, index = key
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        label = read_mask(self.label_dir / f"{image_id}.png")
+        if label.shape != image.shape[:2]:
+            raise WsssError(f"{self.label_dir / image_id}.png: size {label.shape[::-1]} differs "
+                            f"from its image {image.shape[1::-1]}")
+        image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
+        return image, label.astype(np.int64)
 
 
 class AffinitySet(Dataset):

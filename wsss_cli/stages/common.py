@@ -14,7 +14,7 @@ import numpy as np
 import wsss_cli
 from wsss_cli.errors import WsssError
 from wsss_cli.runtime import Runtime, stage_logger
-from wsss_cli.training import LoopConfig
+from wsss_cli.training import Dist, LoopConfig, from_main, init_distributed
 from wsss_cli.workdir import Shard, Workdir
 
 
@@ -71,6 +71,7 @@ class TrainingConfig:
     resize_long: tuple[int, int] | None = None
     freeze_bn: bool | None = None
     amp: bool = True
+    sync_bn: bool = False
     workers: int = unhashed(2)
     resume: bool = unhashed(False)
     overwrite: bool = unhashed(False)
@@ -80,7 +81,8 @@ class TrainingConfig:
         """The training loop's settings (call on a config filled from its preset)."""
         return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, optimizer=self.optimizer,
-                          workers=self.workers, amp=self.amp, resume=self.resume)
+                          workers=self.workers, amp=self.amp, sync_bn=self.sync_bn,
+                          resume=self.resume)
 
 
 def fill_from_preset(cfg: Any, presets: dict[str, dict[str, Any]]) -> Any:
@@ -109,6 +111,7 @@ class Stage:
     digest: str
     started: float
     finished_before: bool  # done earlier with exactly these settings
+    writes_state: bool = True  # False on the ranks > 0 of a torchrun job
 
 
 def start_stage(
@@ -119,18 +122,42 @@ def start_stage(
 
     ``extra_settings`` ties the outputs to their inputs (e.g. the digest of the model
     file), so that retraining a model invalidates what was made from the old one.
+
+    Under ``torchrun`` (training stages only) rank 0 alone checks and writes
+    ``state.json``, ``config.toml`` and ``log.txt``; the other ranks take its decision
+    (or its error) and log nothing.
     """
+    rank = Dist.from_env()
+    if rank.world > 1:
+        if not isinstance(cfg, TrainingConfig):
+            raise WsssError(f"{name} is not a training stage: run it as separate processes "
+                            "with --shard I/N (or a SLURM array), not under torchrun")
+        init_distributed(cfg.runtime)
     workdir = Workdir(cfg.workdir)
     settings = {**settings_of(cfg), **(extra_settings or {})}
-    digest = workdir.begin(name, settings, outputs, overwrite)
-    previous = workdir.stage_state(name)
-    finished = previous.get("status") == "done" and previous.get("settings_hash") == digest
-    if not finished:
-        workdir.update_stage(name, settings_hash=digest, settings=settings, status="running")
-    workdir.record_config(name, options_of(cfg))
-    logger = stage_logger(name, out_dir / "log.txt", cfg.runtime.quiet)
+    shard = Shard.parse(cfg.shard) if hasattr(cfg, "shard") else Shard()
+    outcome: tuple[str, bool] | str = ""
+    if rank.is_main:
+        try:
+            outcome = workdir.claim(name, settings, outputs, overwrite, shared=shard.count > 1)
+            workdir.record_config(name, options_of(cfg))
+        except WsssError as e:
+            outcome = e.message
+    outcome = from_main(outcome, rank)
+    if isinstance(outcome, str):  # every rank fails alike instead of waiting for rank 0
+        raise WsssError(outcome)
+    digest, finished = outcome
+    if rank.is_main:
+        logger = stage_logger(name, out_dir / "log.txt", cfg.runtime.quiet)
+    else:
+        logger = logging.getLogger(f"wsss.{name}.rank{rank.rank}")
+        logger.handlers[:] = [logging.NullHandler()]
+        logger.propagate = False
     logger.info("wsss %s %s (settings %s)", wsss_cli.__version__, name, digest)
-    return Stage(name, workdir, logger, digest, time.time(), finished)
+    if overwrite and shard.count > 1:
+        logger.info("--overwrite with shard %s: only outputs made with other settings are removed",
+                    shard)
+    return Stage(name, workdir, logger, digest, time.time(), finished, rank.is_main)
 
 
 def upstream(workdir: Path, *stages: str) -> dict[str, str | None]:
@@ -146,16 +173,30 @@ def pending_ids(ids: Sequence[str], shard: Shard, output: Callable[[str], Path])
 
 
 def finish_per_image(stage: Stage, ids: Sequence[str], output: Callable[[str], Path]) -> None:
-    """Count the outputs of the whole split; the stage is done when every one exists."""
-    count = sum(output(i).exists() for i in ids)
-    status = "done" if count == len(ids) else "partial"
-    stage.workdir.update_stage(stage.name, status=status, count=count, total=len(ids),
-                               seconds=round(time.time() - stage.started, 2),
+    """Count the outputs of the whole split; the stage is done when every one exists.
+
+    The count is taken under the workdir lock: of shards finishing together, the last
+    to write must have seen every output of the others.
+    """
+    if not stage.writes_state:
+        return
+    summary: dict[str, Any] = {}
+
+    def count() -> dict[str, Any]:
+        present = sum(output(i).exists() for i in ids)
+        summary.update(status="done" if present == len(ids) else "partial", count=present,
+                       total=len(ids))
+        return summary
+
+    stage.workdir.update_stage(stage.name, count, seconds=round(time.time() - stage.started, 2),
                                versions=versions())
-    stage.logger.info("%d/%d outputs present (%s)", count, len(ids), status)
+    stage.logger.info("%d/%d outputs present (%s)", summary["count"], len(ids), summary["status"])
 
 
 def finish_training(stage: Stage, **fields_: Any) -> None:
+    """Mark a training stage done (rank 0 only under torchrun)."""
+    if not stage.writes_state:
+        return
     stage.workdir.update_stage(stage.name, status="done",
                                seconds=round(time.time() - stage.started, 2),
                                versions=versions(), **fields_)
@@ -167,8 +208,9 @@ def versions() -> dict[str, str]:
     return {"wsss": wsss_cli.__version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
-def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, workdir: Path) -> Any:
-    """Build backbone ``name`` with its initial weights.
+def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, workdir: Path,
+                     **options: int) -> Any:
+    """Build backbone ``name`` (``options`` go to its constructor) with its initial weights.
 
     ``pretrained``: ``none``, ``imagenet``, a path, or ``cls`` for the backbone of the
     trained classifier ``WORKDIR/cls/model.pt`` (same backbone required).
@@ -177,7 +219,7 @@ def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, workdir: Path)
     from wsss_cli.models.weights import load_pretrained
     from wsss_cli.training import check_meta, load_checkpoint
 
-    backbone = build_backbone(name)
+    backbone = build_backbone(name, **options)
     if pretrained == "cls":
         path = Path(workdir) / "cls" / "model.pt"
         ckpt = load_checkpoint(path)

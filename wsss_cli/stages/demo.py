@@ -18,9 +18,12 @@ from wsss_cli.stages import (
     eval_cams,
     make_aff_labels,
     make_pseudo,
+    predict,
     random_walk,
+    report,
     train_aff,
     train_cls,
+    train_seg,
 )
 from wsss_cli.stages.evaluate import evaluate_folder
 from wsss_cli.workdir import write_json
@@ -37,8 +40,9 @@ class DemoConfig:
     runtime: Runtime = Runtime()
 
 
-def run(cfg: DemoConfig) -> list[tuple[str, float]]:
-    """Run every stage on the toy data; returns and prints ``[(stage, train mIoU)]``."""
+def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
+    """Run every stage on the toy data, write the report; returns and prints
+    ``[(stage, split, mIoU)]``."""
     workdir = Path(cfg.workdir)
     root = workdir / "data"
     if not (root / "classes.txt").exists():  # written last by make_toy_dataset
@@ -59,17 +63,36 @@ def run(cfg: DemoConfig) -> list[tuple[str, float]]:
                                              workers=cfg.workers, jobs=cfg.jobs)
     random_walk.run(walk_only)
 
-    cam = eval_cams.run(eval_cams.EvalCamsConfig(**common, crf=True, jobs=cfg.jobs))
-    data = VocDataset(root)
-    ids = data.ids("train")
-    gt = root / "SegmentationClass"
-    rows = [(f"CAM (threshold {cam['best_threshold']:.2f})", cam["miou"]),
-            ("CAM + CRF", cam["crf"]["miou"])]
-    for name, folder in (("random walk", "pseudo_nocrf"), ("random walk + CRF", "pseudo")):
-        result = evaluate_folder(workdir / folder, gt, ids, data.classes, cfg.runtime)
-        write_json(workdir / "eval" / f"{folder}_train.json", result)
-        rows.append((name, result["miou"]))
-    write_json(workdir / "eval" / "demo.json", {"train_miou": dict(rows)})
+    train_seg.run(train_seg.TrainSegConfig(**common, backbone="tiny", epochs=cfg.epochs,
+                                           workers=cfg.workers))
+    for split in ("train", "val"):  # train: compare with the pseudo-labels it learnt from
+        predict.run(predict.PredictConfig(**common, split=split, crf=True, workers=cfg.workers,
+                                          jobs=cfg.jobs))
+
+    rows = _evaluate(cfg, workdir, root)
+    write_json(workdir / "eval" / "demo.json",
+               {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]})
+    page = report.run(report.ReportConfig(workdir=workdir, data=root, runtime=cfg.runtime))
     print()
-    print(format_table(["stage", "train mIoU"], rows))
+    print(format_table(["stage", "split", "mIoU"], rows))
+    print(f"report: {page}")
+    return rows
+
+
+def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str, float]]:
+    """``[(stage, split, mIoU)]`` of every stage's output, each also in ``eval/*.json``."""
+    cam = eval_cams.run(eval_cams.EvalCamsConfig(data=root, workdir=workdir, runtime=cfg.runtime,
+                                                 crf=True, jobs=cfg.jobs))
+    data = VocDataset(root)
+    gt = root / "SegmentationClass"
+    rows = [(f"CAM (threshold {cam['best_threshold']:.2f})", "train", cam["miou"]),
+            ("CAM + CRF", "train", cam["crf"]["miou"])]
+    outputs = (("random walk", "pseudo_nocrf", "train", "pseudo_nocrf_train"),
+               ("random walk + CRF", "pseudo", "train", "pseudo_train"),
+               ("segmentation net", "pred/train", "train", "seg_train"),
+               ("segmentation net", "pred/val", "val", "seg_val"))
+    for name, folder, split, json_name in outputs:
+        result = evaluate_folder(workdir / folder, gt, data.ids(split), data.classes, cfg.runtime)
+        write_json(workdir / "eval" / f"{json_name}.json", result)
+        rows.append((name, split, result["miou"]))
     return rows

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ImageSet
+from wsss_cli.inference import multiscale_sum
 from wsss_cli.models.classifier import CamNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import finish_per_image, pending_ids, start_stage, unhashed
@@ -40,7 +39,6 @@ class DumpCamsConfig:
     runtime: Runtime = Runtime()
 
 
-@torch.no_grad()
 def multiscale_cams(
     model: CamNet, image: np.ndarray, classes: list[int], scales: tuple[float, ...], flip: bool,
     device: torch.device, amp: bool = False,
@@ -49,21 +47,10 @@ def multiscale_cams(
 
     ``classes`` are 1-based foreground indices (the CAM channel is ``c - 1``).
     """
-    h, w = image.shape[:2]
-    channels = torch.tensor([c - 1 for c in classes], dtype=torch.long, device=device)
-    total = torch.zeros(len(classes), h, w, device=device)
     if not classes:
-        return total.cpu().numpy()
-    for scale in scales:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        x = torch.from_numpy(normalize(resize(image, size)))[None].to(device)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            cams = model.cams(x)
-        cams = F.interpolate(cams.float()[:, channels], (h, w), mode="bilinear",
-                             align_corners=False)
-        total += cams[0] + (cams[1].flip(-1) if flip else 0)
+        return np.zeros((0, *image.shape[:2]), np.float32)
+    channels = torch.tensor([c - 1 for c in classes], dtype=torch.long, device=device)
+    total = multiscale_sum(lambda x: model.cams(x)[:, channels], image, scales, flip, device, amp)
     total /= total.amax(dim=(1, 2), keepdim=True) + 1e-5
     return total.cpu().numpy()
 

@@ -18,8 +18,8 @@ from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
+from wsss_cli.inference import scores_to_label
 from wsss_cli.runtime import Runtime
-from wsss_cli.stages.random_walk import scores_to_label
 from wsss_cli.workdir import read_cams, write_json
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))

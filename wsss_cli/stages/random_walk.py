@@ -10,21 +10,20 @@ CRF on the walked scores sharpens the boundaries.
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from joblib import Parallel, delayed
 from torch.utils.data import DataLoader
 
 from wsss_cli import ops
 from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.io import write_palette_png
 from wsss_cli.data.loaders import ImageSet
+from wsss_cli.inference import LabelTask, write_labels
 from wsss_cli.models.affinity_net import AffinityNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import (
@@ -126,21 +125,6 @@ def walk_scores(
     return walked[0].cpu().numpy()
 
 
-def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: bool,
-                    crf_iters: int) -> np.ndarray:
-    """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]`` (channel 0 = background)."""
-    if crf and len(classes):
-        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
-        scores = ops.dense_crf(image, probs.astype(np.float32), iters=crf_iters)
-    channel_class = np.concatenate([[0], classes]).astype(np.uint8)
-    return channel_class[scores.argmax(axis=0)]
-
-
-def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 crf: bool, crf_iters: int) -> None:
-    write_palette_png(path, scores_to_label(image, scores, classes, crf, crf_iters))
-
-
 def run(cfg: RandomWalkConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
     data = VocDataset(cfg.data)
@@ -161,22 +145,17 @@ def run(cfg: RandomWalkConfig) -> Path:
     device = cfg.runtime.torch_device()
     model.to(device)
     amp = cfg.amp and device.type == "cuda"
-    if device.type == "cpu" and cfg.jobs > 1:
-        # the CRF processes take cores; torch threads spinning beside them slow down badly
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.jobs))
     loader = DataLoader(ImageSet(data, todo), batch_size=None, num_workers=cfg.workers)
-    # the walk runs here, the CRF and PNG writing on a pool of --jobs processes
-    with Parallel(n_jobs=cfg.jobs, return_as="generator_unordered") as pool:
-        def walked():
-            for image_id, image in loader:
-                image = image.numpy()
-                classes, cams = read_cams(workdir / "cams" / f"{image_id}.npz")
-                scores = walk_scores(model, image, cams, cfg.alpha, cfg.beta, cfg.logt,
-                                     cfg.radius, device, amp, cfg.walk_scale)
-                yield delayed(_write_label)(output(image_id), image, scores, classes, cfg.crf,
-                                            cfg.crf_iters)
 
-        for _ in cfg.runtime.progress(pool(walked()), "random-walk", total=len(todo)):
-            pass
+    def walked() -> Iterator[LabelTask]:
+        for image_id, image in loader:
+            image = image.numpy()
+            classes, cams = read_cams(workdir / "cams" / f"{image_id}.npz")
+            scores = walk_scores(model, image, cams, cfg.alpha, cfg.beta, cfg.logt, cfg.radius,
+                                 device, amp, cfg.walk_scale)
+            yield output(image_id), image, scores, classes
+
+    write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs,
+                 lambda items: cfg.runtime.progress(items, "random-walk", total=len(todo)))
     finish_per_image(stage, ids, output)
     return out_dir

@@ -87,6 +87,9 @@ def run(cfg: TrainAffConfig) -> Path:
     model = AffinityNet(backbone)
     if cfg.crop_size % model.stride:
         raise WsssError(f"--crop-size {cfg.crop_size} must be a multiple of the stride {model.stride}")
+    if cfg.crop_size // model.stride < 2 * RADIUS - 1:  # the pairs' window must fit the grid
+        raise WsssError(f"--crop-size {cfg.crop_size} is too small for the radius-{RADIUS} pairs: "
+                        f"at least {(2 * RADIUS - 1) * model.stride}")
     aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long)
     dataset = AffinitySet(data, ids, label_dir, aug, model.stride, RADIUS, cfg.runtime.seed)
     stage.logger.info("%d images of split %s, backbone %s (%s)", len(ids), cfg.split,

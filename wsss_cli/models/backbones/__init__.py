@@ -33,11 +33,12 @@ def _factories() -> dict[str, Callable[[], Backbone]]:
     }
 
 
-def build_backbone(name: str) -> Backbone:
+def build_backbone(name: str, **options: int) -> Backbone:
     """A freshly initialised (random weights) backbone ``name``, one of :data:`BACKBONES`.
 
+    ``options`` go to the network's constructor (e.g. ``layer4_dilation`` of the ResNets).
     Raises :class:`WsssError` for an unknown name.
     """
     if name not in BACKBONES:
         raise WsssError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    return _factories()[name]()
+    return _factories()[name](**options)

@@ -1,0 +1,154 @@
+"""train-seg and predict: the DeepLab heads, training on label folders, inference, shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wsss_cli.cli import main
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import read_mask, write_jpeg
+from wsss_cli.data.toy import make_toy_dataset
+from wsss_cli.errors import WsssError
+from wsss_cli.models.backbones import build_backbone
+from wsss_cli.models.segmentation import SegNet
+from wsss_cli.runtime import Runtime
+from wsss_cli.stages import predict, train_cls, train_seg
+
+QUIET = Runtime(device="cpu", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    make_toy_dataset(root, num_train=24, num_val=6, size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(toy, tmp_path_factory) -> Path:
+    """A workdir whose segmentation net learnt the toy ground truth for 6 epochs."""
+    workdir = tmp_path_factory.mktemp("seg")
+    train_seg.run(_seg_config(toy, workdir, epochs=6, batch_size=4, lr=1e-3, val_split="val",
+                              val_every=3))
+    return workdir
+
+
+def _seg_config(toy: Path, workdir: Path, **kw) -> train_seg.TrainSegConfig:
+    options = dict(backbone="tiny", pretrained="none", labels=toy / "SegmentationClass", epochs=1,
+                   batch_size=8, crop_size=64, workers=0, runtime=QUIET)
+    return train_seg.TrainSegConfig(data=toy, workdir=workdir, **{**options, **kw})
+
+
+@pytest.mark.parametrize("head", ["aspp", "largefov"])
+def test_seg_net_gives_class_logits_at_the_output_stride(head):
+    net = SegNet(build_backbone("tiny"), num_classes=6, head=head).eval()
+    x = torch.randn(2, 3, 64, 96)
+    assert net(x).shape == (2, 6, 8, 12)
+    torch.testing.assert_close(net.segment(x), net(x))
+    refined = SegNet(build_backbone("tiny"), num_classes=6, head=head, refine=True).eval()
+    assert refined(x).shape == (2, 6, 16, 24)  # stride 4
+    assert all(p.requires_grad for p in net.head.parameters())
+
+
+def test_aspp_sums_one_dilated_branch_per_rate():
+    net = SegNet(build_backbone("tiny"), num_classes=3, head="aspp")
+    rates = [b.dilation[0] for b in net.classifier.branches]
+    assert rates == [6, 12, 18, 24]
+    features = torch.randn(1, 256, 9, 9)
+    expected = sum(b(features) for b in net.classifier.branches)
+    torch.testing.assert_close(net.classifier(features), expected)
+
+
+def test_training_learns_the_labels_and_logs_validation(trained, toy):
+    lines = [json.loads(line) for line in (trained / "seg/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert [("val_miou" in r) for r in lines] == [False, False, True, False, False, True]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    # all-background scores 14.1 here; a few dozen steps from scratch reach ~21
+    assert lines[-1]["val_miou"] > 17
+    state = json.loads((trained / "state.json").read_text())["train-seg"]
+    assert state["status"] == "done"
+
+
+def test_predict_writes_palette_pngs_at_image_size_and_eval_reads_them(trained, toy):
+    out = predict.run(predict.PredictConfig(workdir=trained, data=toy, split="val", flip=False,
+                                            workers=0, runtime=QUIET))
+    assert out == trained / "pred/val"
+    data = VocDataset(toy)
+    for image_id in data.ids("val"):
+        pred = read_mask(out / f"{image_id}.png")
+        assert pred.shape == data.read_image(image_id).shape[:2]
+        assert pred.max() < data.num_classes
+    result = CliRunner().invoke(main, ["eval", "--pred", str(out), "--gt", str(toy / "SegmentationClass"),
+                                       "--classes", str(toy / "classes.txt")])
+    assert result.exit_code == 0, result.output
+    # one scale, no flip: the same computation as train-seg's validation
+    assert json.loads((out / "eval.json").read_text())["miou"] == pytest.approx(
+        json.loads((trained / "seg/metrics.jsonl").read_text().splitlines()[-1])["val_miou"], abs=1e-3)
+
+
+def test_predict_multiscale_crf_and_shards_equal_one_run(trained, toy, tmp_path):
+    common = dict(workdir=trained, data=toy, split="val", scales=(0.75, 1.0, 1.25), crf=True,
+                  crf_iters=3, workers=0, runtime=QUIET)
+    for shard in ("0/2", "1/2"):
+        predict.run(predict.PredictConfig(**common, out="pred/sharded", shard=shard))
+    predict.run(predict.PredictConfig(**common, out="pred/whole"))
+    names = sorted(p.name for p in (trained / "pred/whole").glob("*.png"))
+    assert names == sorted(p.name for p in (trained / "pred/sharded").glob("*.png")) and len(names) == 6
+    for name in names:
+        assert (trained / "pred/whole" / name).read_bytes() == (trained / "pred/sharded" / name).read_bytes()
+    state = json.loads((trained / "state.json").read_text())["predict:pred/sharded"]
+    assert state["status"] == "done" and state["count"] == 6
+
+
+def test_class_probs_average_scales_and_flips_to_a_distribution(trained, toy):
+    model, meta = predict.load_segmenter(trained / "seg/model.pt", 6)
+    assert meta["kind"] == "seg" and meta["head"] == "aspp"
+    image = VocDataset(toy).read_image(VocDataset(toy).ids("val")[0])
+    probs = predict.class_probs(model, image, (0.5, 1.0), True, torch.device("cpu"))
+    assert probs.shape == (6, *image.shape[:2])
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
+    mirrored = predict.class_probs(model, image[:, ::-1].copy(), (0.5, 1.0), True, torch.device("cpu"))
+    np.testing.assert_allclose(mirrored[:, :, ::-1], probs, atol=1e-4)
+
+
+def test_predict_on_an_image_folder(trained, toy, tmp_path):
+    folder = tmp_path / "photos"
+    data = VocDataset(toy)
+    for image_id in data.ids("val")[:3]:
+        write_jpeg(folder / f"p_{image_id}.jpg", data.read_image(image_id))
+    result = CliRunner().invoke(main, ["--device", "cpu", "--quiet", "predict", "--workdir", str(trained),
+                                       "--images", str(folder), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (trained / "pred/photos").glob("*.png"))
+    assert written == sorted(f"p_{i}.png" for i in data.ids("val")[:3])
+
+
+def test_predict_refuses_a_classifier_checkpoint_and_another_class_count(toy, trained, tmp_path, coco128):
+    cls = train_cls.run(train_cls.TrainClsConfig(data=toy, workdir=tmp_path, backbone="tiny", epochs=1,
+                                                 batch_size=8, crop_size=64, resize_long=(48, 80),
+                                                 workers=0, runtime=QUIET))
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", "--workdir", str(tmp_path), "--data", str(toy),
+                                  "--model", str(cls)])
+    assert result.exit_code == 2 and "not a train-seg or train-single-stage model" in result.output
+    result = runner.invoke(main, ["predict", "--workdir", str(tmp_path), "--data", str(coco128),
+                                  "--split", "train", "--model", str(trained / "seg/model.pt")])
+    assert result.exit_code == 2 and "num_classes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "pred").exists()
+
+
+def test_missing_labels_name_the_first_file(toy, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    with pytest.raises(WsssError, match=r"labels missing for 24 of 24 images"):
+        train_seg.run(_seg_config(toy, tmp_path / "w", labels=labels))
+    with pytest.raises(WsssError, match=r"pseudo/.*run random-walk or make-pseudo first"):
+        train_seg.run(_seg_config(toy, tmp_path / "w", labels=None))

@@ -1,0 +1,80 @@
+"""Per-image inference shared by the stages: multi-scale + flip maps (dump-cams, predict)
+and scores -> (CRF) -> label PNGs on a pool of processes (random-walk, predict, eval-cams)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from joblib import Parallel, delayed
+
+from wsss_cli import ops
+from wsss_cli.data.augment import normalize, resize
+from wsss_cli.data.io import write_palette_png
+
+MapFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def multiscale_sum(
+    maps: MapFn, image: np.ndarray, scales: tuple[float, ...], flip: bool, device: torch.device,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Sum over scales (and mirror images) of ``maps`` upsampled to the image size.
+
+    ``image``: RGB uint8 ``[H, W, 3]``. ``maps``: a normalised batch ``[B, 3, h, w]`` ->
+    ``[B, C, h', w']`` (any stride). The mirror image's maps are flipped back before
+    summing. Returns float32 ``[C, H, W]`` on ``device``.
+    """
+    h, w = image.shape[:2]
+    total = None
+    for scale in scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        x = torch.from_numpy(normalize(resize(image, size)))[None].to(device)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = maps(x)
+        out = F.interpolate(out.float(), (h, w), mode="bilinear", align_corners=False)
+        out = out[0] + (out[1].flip(-1) if flip else 0)
+        total = out if total is None else total + out
+    return total
+
+
+def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: bool,
+                    crf_iters: int) -> np.ndarray:
+    """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]``.
+
+    Channel 0 is background, channel ``k`` is class ``classes[k - 1]``; with ``crf`` the
+    scores are normalised to a distribution and refined by a dense CRF first.
+    """
+    if crf and len(classes):
+        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+        scores = ops.dense_crf(image, probs.astype(np.float32), iters=crf_iters)
+    channel_class = np.concatenate([[0], classes]).astype(np.uint8)
+    return channel_class[scores.argmax(axis=0)]
+
+
+LabelTask = tuple[Path, np.ndarray, np.ndarray, np.ndarray]  # (png, image, scores, classes)
+
+
+def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                 crf: bool, crf_iters: int) -> None:
+    write_palette_png(path, scores_to_label(image, scores, classes, crf, crf_iters))
+
+
+def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: int,
+                 progress: Callable[[Iterable], Iterable]) -> None:
+    """Write one palette PNG per task; CRF and PNG encoding run on ``jobs`` processes while
+    the caller's generator computes the next scores (on the GPU or torch's threads)."""
+    if jobs > 1:
+        # the CRF processes take cores; torch threads spinning beside them slow down badly
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
+    with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
+        work = (delayed(_write_label)(*task, crf, crf_iters) for task in tasks)
+        for _ in progress(pool(work)):
+            pass
