@@ -152,3 +152,19 @@ def test_missing_labels_name_the_first_file(toy, tmp_path):
         train_seg.run(_seg_config(toy, tmp_path / "w", labels=labels))
     with pytest.raises(WsssError, match=r"pseudo/.*run random-walk or make-pseudo first"):
         train_seg.run(_seg_config(toy, tmp_path / "w", labels=None))
+
+
+def test_predict_runs_a_single_stage_model(toy, tmp_path):
+    from wsss_cli.stages import train_single_stage
+
+    model = train_single_stage.run(train_single_stage.TrainSingleStageConfig(
+        data=toy, workdir=tmp_path, backbone="tiny", epochs=1, pretrain_epochs=0, batch_size=8,
+        crop_size=64, workers=0, runtime=QUIET))
+    assert model == tmp_path / "single_stage/model.pt"
+    out = predict.run(predict.PredictConfig(workdir=tmp_path, data=toy, split="val", scales=(1.0, 0.5),
+                                            crf=True, crf_iters=2, workers=0, runtime=QUIET))
+    data = VocDataset(toy)
+    for image_id in data.ids("val"):
+        assert read_mask(out / f"{image_id}.png").shape == data.read_image(image_id).shape[:2]
+    _, meta = predict.load_segmenter(model, data.num_classes)
+    assert meta["kind"] == "single-stage"
