@@ -33,7 +33,6 @@ class HeadConfig:
 
     width: int = 256
     skip: int = 48
-    dropout: bool = True  # the reference's 0.5 after ASPP, 0.5 and 0.1 in the classifier
     aspp_rates: tuple[int, ...] = (1, 12, 24, 36)
     psi: float = 0.3
     focal_p: float = 3.0
@@ -77,13 +76,13 @@ class ASPP(nn.Module):
     ``[B, cin, h, w]`` -> ``[B, width, h, w]``.
     """
 
-    def __init__(self, cin: int, width: int, rates: tuple[int, ...], dropout: float = 0.5):
+    def __init__(self, cin: int, width: int, rates: tuple[int, ...]):
         super().__init__()
         self.branches = nn.ModuleList(
             _conv_bn_relu(cin, width, 1 if r == 1 else 3, r) for r in rates
         )
         self.pool = _conv_bn_relu(cin, width)
-        self.fuse = nn.Sequential(_conv_bn_relu(width * (len(rates) + 1), width), nn.Dropout(dropout))
+        self.fuse = nn.Sequential(_conv_bn_relu(width * (len(rates) + 1), width), nn.Dropout(0.5))
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.pool(x.mean(dim=(2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
@@ -118,16 +117,16 @@ class SingleStageNet(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int, head: HeadConfig | None = None):
         super().__init__()
         self.backbone = backbone
-        self.config = head = head or HeadConfig()
+        head = head or HeadConfig()
+        self.config = head
         shallow, deep = backbone.stage_channels[0], backbone.stage_channels[-1]
-        drop = (0.5, 0.5, 0.1) if head.dropout else (0.0, 0.0, 0.0)
-        self.aspp = ASPP(deep, head.width, head.aspp_rates, drop[0])
+        self.aspp = ASPP(deep, head.width, head.aspp_rates)
         self.skip = _conv_bn_relu(shallow, head.skip)
         self.merge = _conv_bn_relu(head.width + head.skip, head.width, 3)
         self.gci = GlobalCueInjection(shallow, head.width)
         self.classifier = nn.Sequential(
-            _conv_bn_relu(head.width, head.width, 3), nn.Dropout(drop[1]),
-            _conv_bn_relu(head.width, head.width, 3), nn.Dropout(drop[2]),
+            _conv_bn_relu(head.width, head.width, 3), nn.Dropout(0.5),
+            _conv_bn_relu(head.width, head.width, 3), nn.Dropout(0.1),
             nn.Conv2d(head.width, num_classes, 1),
         )
         self._init_new_layers()
@@ -142,7 +141,7 @@ class SingleStageNet(nn.Module):
 
     @property
     def head(self) -> nn.Module:
-        """The layers trained from scratch (10x learning rate)."""
+        """The new layers (10x learning rate over a pretrained backbone)."""
         return nn.ModuleList([self.aspp, self.skip, self.merge, self.gci, self.classifier])
 
     def mask_logits(self, x: Tensor, gate_training: bool) -> Tensor:

@@ -89,7 +89,7 @@ class TrainSingleStageConfig(TrainingConfig):
             raise WsssError(f"--scale-range {low} {high}: expected 0 < MIN <= MAX")
         return replace(cfg, pamr_dilations=dilations, scale_range=(float(low), float(high)))
 
-    def head(self) -> HeadConfig:
+    def head_config(self) -> HeadConfig:
         return HeadConfig(**head_defaults(self.backbone), psi=self.sg_psi, focal_p=self.focal_p,
                           focal_lambda=self.focal_lambda)
 
@@ -224,7 +224,7 @@ def run(cfg: TrainSingleStageConfig) -> Path:
 
     cfg.runtime.seed_everything()
     backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn, cfg.workdir)
-    model = SingleStageNet(backbone, data.num_classes - 1, cfg.head())
+    model = SingleStageNet(backbone, data.num_classes - 1, cfg.head_config())
     # channels_last: about 20% faster convolutions on the CPU too (fit sets it on CUDA only)
     model.to(memory_format=torch.channels_last)
     aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,
