@@ -136,17 +136,15 @@ def test_training_run_writes_the_model_and_both_losses(trained, toy):
     assert "loss_mask" not in records[0] and records[1]["loss_mask"] >= 0
     assert all(math.isfinite(r["loss_cls"]) for r in records)
     data = VocDataset(toy)
-    net = tss.load_single_stage_net(out / "model.pt", data.num_classes)
-    assert not net.training
+    # loaded the way `wsss predict` loads it
+    net, meta = load_segmenter(out / "model.pt", data.num_classes)
+    assert not net.training and meta["kind"] == "single-stage" and isinstance(net, SingleStageNet)
     image = data.read_image(data.ids("val")[0])
     with torch.no_grad():
         logits = net.segment(torch.from_numpy(normalize(image))[None])
     assert logits.shape[:2] == (1, data.num_classes)
     with pytest.raises(WsssError, match="num_classes"):
-        tss.load_single_stage_net(out / "model.pt", data.num_classes + 1)
-    # the contract `wsss predict` relies on: its loader builds the same network
-    segmenter, meta = load_segmenter(out / "model.pt", data.num_classes)
-    assert meta["kind"] == "single-stage" and isinstance(segmenter, SingleStageNet)
+        load_segmenter(out / "model.pt", data.num_classes + 1)
 
 
 def test_presets_fill_unset_options_and_check_dilations(toy):

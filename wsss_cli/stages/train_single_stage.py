@@ -41,7 +41,7 @@ from wsss_cli.stages.common import (
     prepare_backbone,
     start_stage,
 )
-from wsss_cli.training import check_meta, fit, load_checkpoint, param_groups
+from wsss_cli.training import fit, param_groups
 
 STAGE = "train-single-stage"
 KIND = "single-stage"
@@ -201,14 +201,6 @@ def single_stage_net_from_checkpoint(ckpt: dict[str, Any]) -> SingleStageNet:
                                    HeadConfig.from_meta(meta["head"]))
     model.load_state_dict(ckpt["model"])
     return model
-
-
-def load_single_stage_net(path: Path, num_classes: int) -> SingleStageNet:
-    """The trained single-stage network at ``path`` (eval mode), checked to have
-    ``num_classes`` classes (background included)."""
-    ckpt = load_checkpoint(path)
-    check_meta(path, ckpt.get("meta", {}), {"kind": KIND, "num_classes": num_classes})
-    return single_stage_net_from_checkpoint(ckpt).eval()
 
 
 def run(cfg: TrainSingleStageConfig) -> Path:
