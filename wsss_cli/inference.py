@@ -6,17 +6,32 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from joblib import Parallel, delayed
+from torch import nn
+from torch.utils.data import DataLoader
 
 from wsss_cli import ops
 from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.io import write_palette_png
+from wsss_cli.data.loaders import ImageSet
+from wsss_cli.runtime import Runtime
 
 MapFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def prepare_inference(model: nn.Module, runtime: Runtime, amp: bool, images: Any, ids: list[str],
+                      workers: int) -> tuple[torch.device, bool, DataLoader]:
+    """Move ``model`` to the run's device; returns the device, whether AMP applies (CUDA
+    only) and a loader of ``(id, image)`` over ``ids`` of ``images`` (a dataset or folder)."""
+    device = runtime.torch_device()
+    model.to(device)
+    loader = DataLoader(ImageSet(images, ids), batch_size=None, num_workers=workers)
+    return device, amp and device.type == "cuda", loader
 
 
 @torch.no_grad()

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.loaders import ImageSet
-from wsss_cli.inference import multiscale_sum
+from wsss_cli.inference import multiscale_sum, prepare_inference
 from wsss_cli.models.classifier import CamNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import finish_per_image, pending_ids, start_stage, unhashed
@@ -68,10 +66,7 @@ def run(cfg: DumpCamsConfig) -> Path:
     todo = pending_ids(ids, Shard.parse(cfg.shard), output)
     stage.logger.info("%d images to do (%d in split %s)", len(todo), len(ids), cfg.split)
 
-    device = cfg.runtime.torch_device()
-    model.to(device)
-    amp = cfg.amp and device.type == "cuda"
-    loader = DataLoader(ImageSet(data, todo), batch_size=None, num_workers=cfg.workers)
+    device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, todo, cfg.workers)
     for image_id, image in cfg.runtime.progress(loader, "dump-cams", total=len(todo)):
         classes = data.labels(image_id)
         cams = multiscale_cams(model, image.numpy(), classes, cfg.scales, cfg.flip, device, amp)

@@ -18,12 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from wsss_cli.data.dataset import ImageFolder, VocDataset
-from wsss_cli.data.loaders import ImageSet
 from wsss_cli.errors import WsssError
-from wsss_cli.inference import LabelTask, multiscale_sum, write_labels
+from wsss_cli.inference import LabelTask, multiscale_sum, prepare_inference, write_labels
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import finish_per_image, pending_ids, start_stage, unhashed
 from wsss_cli.training import check_meta, load_checkpoint
@@ -117,10 +115,7 @@ def run(cfg: PredictConfig) -> Path:
     todo = pending_ids(ids, Shard.parse(cfg.shard), output)
     stage.logger.info("%d images to do (%d in %s), model %s", len(todo), len(ids), name, model_path)
 
-    device = cfg.runtime.torch_device()
-    model.to(device)
-    amp = cfg.amp and device.type == "cuda"
-    loader = DataLoader(ImageSet(images, todo), batch_size=None, num_workers=cfg.workers)
+    device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, images, todo, cfg.workers)
 
     def predicted() -> Iterator[LabelTask]:
         for image_id, image in loader:

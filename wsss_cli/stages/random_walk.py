@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from wsss_cli import ops
 from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.loaders import ImageSet
-from wsss_cli.inference import LabelTask, write_labels
+from wsss_cli.inference import LabelTask, prepare_inference, write_labels
 from wsss_cli.models.affinity_net import AffinityNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import (
@@ -142,10 +140,7 @@ def run(cfg: RandomWalkConfig) -> Path:
     todo = pending_ids(ids, Shard.parse(cfg.shard), output)
     stage.logger.info("%d images to do (%d in split %s)", len(todo), len(ids), cfg.split)
 
-    device = cfg.runtime.torch_device()
-    model.to(device)
-    amp = cfg.amp and device.type == "cuda"
-    loader = DataLoader(ImageSet(data, todo), batch_size=None, num_workers=cfg.workers)
+    device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, todo, cfg.workers)
 
     def walked() -> Iterator[LabelTask]:
         for image_id, image in loader:
