@@ -78,7 +78,7 @@ def test_training_learns_the_labels_and_logs_validation(trained, toy):
 
 def test_predict_writes_palette_pngs_at_image_size_and_eval_reads_them(trained, toy):
     out = predict.run(predict.PredictConfig(workdir=trained, data=toy, split="val", flip=False,
-                                            workers=0, runtime=QUIET))
+                                            crf=False, workers=0, runtime=QUIET))
     assert out == trained / "pred/val"
     data = VocDataset(toy)
     for image_id in data.ids("val"):
@@ -88,7 +88,7 @@ def test_predict_writes_palette_pngs_at_image_size_and_eval_reads_them(trained, 
     result = CliRunner().invoke(main, ["eval", "--pred", str(out), "--gt", str(toy / "SegmentationClass"),
                                        "--classes", str(toy / "classes.txt")])
     assert result.exit_code == 0, result.output
-    # one scale, no flip: the same computation as train-seg's validation
+    # one scale, no flip, no CRF: the same computation as train-seg's validation
     assert json.loads((out / "eval.json").read_text())["miou"] == pytest.approx(
         json.loads((trained / "seg/metrics.jsonl").read_text().splitlines()[-1])["val_miou"], abs=1e-3)
 
@@ -128,6 +128,8 @@ def test_predict_on_an_image_folder(trained, toy, tmp_path):
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (trained / "pred/photos").glob("*.png"))
     assert written == sorted(f"p_{i}.png" for i in data.ids("val")[:3])
+    settings = json.loads((trained / "state.json").read_text())["predict:pred/photos"]["settings"]
+    assert settings["crf"] is True and settings["flip"] is True  # DeepLab's inference by default
 
 
 def test_predict_refuses_a_classifier_checkpoint_and_another_class_count(toy, trained, tmp_path, coco128):

@@ -405,7 +405,8 @@ def train_single_stage(ctx: click.Context, **options: Any) -> None:
 @click.option("--scales", type=FloatList(), default="1.0",
               help="Inference scales whose softmax outputs are averaged, e.g. 0.5,0.75,1.0,1.25.")
 @click.option("--flip/--no-flip", default=True, help="Add the mirrored image at every scale.")
-@click.option("--crf/--no-crf", default=False, help="Dense CRF on the predicted probabilities.")
+@click.option("--crf/--no-crf", default=True,
+              help="Dense CRF on the predicted probabilities, as DeepLab's inference ends.")
 @crf_iters_option
 @click.option("--out", default=None,
               help="Output folder under WORKDIR. [default: pred/<split or images folder name>]")
@@ -442,8 +443,9 @@ def report(ctx: click.Context, **options: Any) -> None:
               default=Path("wsss-demo"), help="Where the toy data and all artifacts go.")
 @click.option("--num-train", default=300, type=click.IntRange(16), help="Toy training images.")
 @click.option("--num-val", default=100, type=click.IntRange(4), help="Toy validation images.")
-@click.option("--epochs", default=8, type=click.IntRange(1),
-              help="Epochs of each training stage.")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Epochs of each training stage (fewer for a quicker, rougher run). "
+                   "[default: each stage's tiny preset]")
 @click.option("--workers", default=2, type=click.IntRange(0), help="DataLoader workers.")
 @click.option("--jobs", default=2, type=click.IntRange(1), help="CPU processes for the CRF.")
 @click.pass_context

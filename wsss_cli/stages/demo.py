@@ -34,7 +34,7 @@ class DemoConfig:
     workdir: Path = Path("wsss-demo")
     num_train: int = 300
     num_val: int = 100
-    epochs: int = 8
+    epochs: int | None = None  # None: each training stage's tiny preset
     workers: int = 2
     jobs: int = 2
     runtime: Runtime = Runtime()
@@ -66,7 +66,7 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     train_seg.run(train_seg.TrainSegConfig(**common, backbone="tiny", epochs=cfg.epochs,
                                            workers=cfg.workers))
     for split in ("train", "val"):  # train: compare with the pseudo-labels it learnt from
-        predict.run(predict.PredictConfig(**common, split=split, crf=True, workers=cfg.workers,
+        predict.run(predict.PredictConfig(**common, split=split, workers=cfg.workers,
                                           jobs=cfg.jobs))
 
     rows = _evaluate(cfg, workdir, root)

@@ -39,12 +39,14 @@ from wsss_cli.training import EpochHook, fit, param_groups
 
 # DeepLab v2's VOC recipe (batch 10, lr 2.5e-4 with the head at 10x, weight decay 5e-4,
 # crop 321, 20k iterations = ~20 epochs of train_aug). tiny starts from the classifier's
-# backbone and trains with AdamW like its other stages.
+# backbone and trains with AdamW like its other stages; measured on the toy and held-out
+# sets (val, flip + CRF, seed 0): 20 epochs beat 10 by +1.2 (toy) and +0.1 (held-out);
+# batch 8, lr 1e-3 and scale range 0.75-1.25 each won on one set and lost on the other.
 _DEEPLAB = dict(pretrained="imagenet", optimizer="sgd", epochs=20, batch_size=10, lr=2.5e-4,
                 weight_decay=5e-4, crop_size=321, refine=False)
 PRESETS: dict[str, dict] = {
     **{name: _DEEPLAB for name in ("resnet38", "resnet50", "resnet101", "vgg16")},
-    "tiny": dict(pretrained="cls", optimizer="adamw", epochs=10, batch_size=16, lr=5e-4,
+    "tiny": dict(pretrained="cls", optimizer="adamw", epochs=20, batch_size=16, lr=5e-4,
                  weight_decay=5e-4, crop_size=128, freeze_bn=False, refine=True),
 }
 # The ResNets' layer4 is undilated for the classifier (IRN); DeepLab's ASPP rates assume
