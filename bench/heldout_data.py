@@ -3,7 +3,8 @@
 Real-photo backgrounds (crops of ``shared/data/coco128_voc``), five other shapes
 (hexagon, star, crescent, ellipse, L) with their own noise/stripe/dot textures, 112-144 px.
 
-    python bench/heldout_data.py OUT [--train 250] [--val 60] [--photos ../shared/data/coco128_voc]
+    python bench/heldout_data.py OUT [--train 250] [--val 60] [--seed 123]
+                                     [--photos ../shared/data/coco128_voc]
 
 then run the pipeline on OUT as on any dataset (see the README).
 """
@@ -72,10 +73,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, default=250)
     parser.add_argument("--val", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--photos", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/coco128_voc")
     args = parser.parse_args()
-    rng = np.random.default_rng(123)
+    rng = np.random.default_rng(args.seed)
     photos = [read_image(p) for p in sorted((args.photos / "JPEGImages").glob("*.jpg"))[:100]]
     labels: dict[str, list[int]] = {}
     splits: dict[str, list[str]] = {"train": [], "val": []}
