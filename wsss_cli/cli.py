@@ -354,6 +354,11 @@ main.add_command(click.Command(
                    "style decoder). [default: on for tiny, off for the papers' backbones]")
 @click.option("--scale-range", type=(float, float), default=(0.5, 1.5), metavar="MIN MAX",
               help="Random rescaling range of the training images.")
+@click.option("--ignore-band", type=click.IntRange(0), default=None, metavar="PX",
+              help="Ignore the labels' background within PX pixels of an object: pseudo-labels "
+                   "cut objects' thin ends short, so that background is their least reliable "
+                   "label. 0 = off. [default: 6 for tiny (128 px images), 0 for the papers' "
+                   "backbones, as DeepLab]")
 @click.option("--val-split", default=None,
               help="Split evaluated against its ground truth during training (e.g. val).")
 @click.option("--val-every", default=1, type=click.IntRange(1),

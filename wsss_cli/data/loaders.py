@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -17,6 +18,22 @@ from wsss_cli.ops import affinity_labels
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one training sample: the same for a given (seed, epoch, index)."""
     return np.random.default_rng([seed, epoch, index])
+
+
+def ignore_background_near_objects(label: np.ndarray, band: int) -> np.ndarray:
+    """Label map uint8 ``[H, W]`` (0 = background, 255 = ignore) with every background
+    pixel within ``band`` pixels of an object pixel set to 255 (OpenCV's elliptic
+    structuring element: a digital disc of radius ``band``).
+
+    Pseudo-labels miss the thin ends and corners of objects (the CAMs they grow from are
+    coarse), so the background next to an object is their least reliable label.
+    """
+    if band <= 0:
+        return label
+    objects = ((label > 0) & (label < 255)).astype(np.uint8)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    near = cv2.dilate(objects, disc) > 0
+    return np.where(near & (label == 0), np.uint8(255), label)
 
 
 class ClassificationSet(Dataset):
@@ -52,13 +69,15 @@ class ImageSet(Dataset):
 class SegmentationSet(Dataset):
     """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, label int64 ``[crop, crop]``).
 
-    Labels are class-index PNGs at image size (pseudo-labels or ground truth), 255 = ignore.
+    Labels are class-index PNGs at image size (pseudo-labels or ground truth), 255 = ignore;
+    with ``ignore_band`` > 0 the background within that many pixels of an object is ignored
+    too (``ignore_background_near_objects``).
     """
 
     def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
-                 seed: int):
+                 seed: int, ignore_band: int = 0):
         self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
-        self.aug, self.seed = aug, seed
+        self.aug, self.seed, self.ignore_band = aug, seed, ignore_band
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -71,6 +90,7 @@ class SegmentationSet(Dataset):
         if label.shape != image.shape[:2]:
             raise WsssError(f"{self.label_dir / image_id}.png: size {label.shape[::-1]} differs "
                             f"from its image {image.shape[1::-1]}")
+        label = ignore_background_near_objects(label, self.ignore_band)
         image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
         return image, label.astype(np.int64)
 
