@@ -357,8 +357,12 @@ main.add_command(click.Command(
 @click.option("--ignore-band", type=click.IntRange(0), default=None, metavar="PX",
               help="Ignore the labels' background within PX pixels of an object: pseudo-labels "
                    "cut objects' thin ends short, so that background is their least reliable "
-                   "label. 0 = off. [default: 6 for tiny (128 px images), 0 for the papers' "
+                   "label. 0 = off. [default: 20 for tiny (128 px images), 0 for the papers' "
                    "backbones, as DeepLab]")
+@click.option("--ignore-band-color", type=click.FloatRange(0), default=None, metavar="RATIO",
+              help="Ignore only the band's pixels that look like the object: colour distance "
+                   "(CIELAB) to the object's mean below RATIO x that to the band's background "
+                   "mean. 0 = the whole band. [default: 1.5 for tiny, 0 for the others]")
 @click.option("--val-split", default=None,
               help="Split evaluated against its ground truth during training (e.g. val).")
 @click.option("--val-every", default=1, type=click.IntRange(1),

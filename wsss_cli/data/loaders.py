@@ -20,20 +20,39 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def ignore_background_near_objects(label: np.ndarray, band: int) -> np.ndarray:
-    """Label map uint8 ``[H, W]`` (0 = background, 255 = ignore) with every background
-    pixel within ``band`` pixels of an object pixel set to 255 (OpenCV's elliptic
-    structuring element: a digital disc of radius ``band``).
+def ignore_background_near_objects(label: np.ndarray, band: int, image: np.ndarray | None = None,
+                                   color_ratio: float = 0.0) -> np.ndarray:
+    """Label map uint8 ``[H, W]`` (0 = background, 255 = ignore) with the background pixels
+    within ``band`` pixels of an object set to 255 (OpenCV's elliptic structuring element:
+    a digital disc of radius ``band``).
 
     Pseudo-labels miss the thin ends and corners of objects (the CAMs they grow from are
-    coarse), so the background next to an object is their least reliable label.
+    coarse), so the background next to an object is their least reliable label. With
+    ``color_ratio`` > 0 and the image (uint8 RGB ``[H, W, 3]``) only the band's pixels that
+    look like the object are ignored, which keeps the background that is plainly background:
+    CIELAB distance (image blurred 5x5) to the object's mean colour below ``color_ratio``
+    times the distance to the mean colour of the background in the object's band.
     """
     if band <= 0:
         return label
-    objects = ((label > 0) & (label < 255)).astype(np.uint8)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
-    near = cv2.dilate(objects, disc) > 0
-    return np.where(near & (label == 0), np.uint8(255), label)
+    background = label == 0
+    if color_ratio <= 0:
+        objects = (~background & (label < 255)).astype(np.uint8)
+        return np.where((cv2.dilate(objects, disc) > 0) & background, np.uint8(255), label)
+    if image is None:
+        raise ValueError("a color_ratio needs the image")
+    lab = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    ignored = np.zeros(label.shape, bool)
+    for cls in np.unique(label[~background & (label < 255)]):
+        obj = label == cls
+        near = (cv2.dilate(obj.astype(np.uint8), disc) > 0) & background
+        if not near.any():
+            continue
+        to_object = np.linalg.norm(lab - lab[obj].mean(0), axis=2)
+        to_background = np.linalg.norm(lab - lab[near].mean(0), axis=2)
+        ignored |= near & (to_object < color_ratio * to_background)
+    return np.where(ignored, np.uint8(255), label)
 
 
 class ClassificationSet(Dataset):
@@ -71,13 +90,15 @@ class SegmentationSet(Dataset):
 
     Labels are class-index PNGs at image size (pseudo-labels or ground truth), 255 = ignore;
     with ``ignore_band`` > 0 the background within that many pixels of an object is ignored
-    too (``ignore_background_near_objects``).
+    too, with ``ignore_band_color`` > 0 only where it looks like the object
+    (``ignore_background_near_objects``).
     """
 
     def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
-                 seed: int, ignore_band: int = 0):
+                 seed: int, ignore_band: int = 0, ignore_band_color: float = 0.0):
         self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
-        self.aug, self.seed, self.ignore_band = aug, seed, ignore_band
+        self.aug, self.seed = aug, seed
+        self.ignore_band, self.ignore_band_color = ignore_band, ignore_band_color
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +111,7 @@ class SegmentationSet(Dataset):
         if label.shape != image.shape[:2]:
             raise WsssError(f"{self.label_dir / image_id}.png: size {label.shape[::-1]} differs "
                             f"from its image {image.shape[1::-1]}")
-        label = ignore_background_near_objects(label, self.ignore_band)
+        label = ignore_background_near_objects(label, self.ignore_band, image, self.ignore_band_color)
         image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
         return image, label.astype(np.int64)
 
