@@ -192,6 +192,14 @@ def test_training_set_applies_the_ignore_band(toy):
     assert ((colored == 255) <= (banded == 255)).all()  # a subset of the whole band
 
 
+def test_ignore_band_options_refuse_negative_values(toy, tmp_path):
+    for option in ("--ignore-band", "--ignore-band-color"):
+        result = CliRunner().invoke(main, ["train-seg", "--data", str(toy), "--workdir",
+                                           str(tmp_path / "w"), "--backbone", "tiny", option, "-1"])
+        assert result.exit_code == 2 and f"'{option}': -1" in result.output
+        assert not (tmp_path / "w").exists()
+
+
 def test_ignore_band_preset_is_tiny_only(toy):
     def resolved(backbone: str, **kw) -> train_seg.TrainSegConfig:
         return fill_from_preset(train_seg.TrainSegConfig(data=toy, backbone=backbone, **kw),
