@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import pytest
 import torch
 
 from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import read_mask
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.errors import WsssError
+from wsss_cli.inference import write_labels
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages import dump_cams, eval_cams, train_cls
 from wsss_cli.workdir import read_cams
@@ -163,3 +166,22 @@ def test_classifier_presets_take_colour_jitter_from_their_papers(toy):
     assert resolved("tiny").color_jitter == 0.0
     chosen = train_cls.TrainClsConfig(data=toy, backbone="tiny", color_jitter=0.2).resolved()
     assert chosen.color_jitter == 0.2
+
+
+def test_write_labels_gives_torch_its_threads_back(tmp_path):
+    # it lends the CRF processes cores; `wsss demo` trains its next stages in the same process
+    original = torch.get_num_threads()
+    threads = (os.cpu_count() or 1) + 1  # never what write_labels sets for its pool
+    torch.set_num_threads(threads)
+    try:
+        scores = np.zeros((2, 8, 8), np.float32)
+        scores[1, :, 4:] = 1.0  # channel 1 = class 3 on the right half
+        tasks = [(tmp_path / f"{i}.png", np.zeros((8, 8, 3), np.uint8), scores, np.array([3]))
+                 for i in range(3)]
+        write_labels(iter(tasks), crf=False, crf_iters=1, jobs=2, progress=lambda it: it)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(original)
+    for i in range(3):
+        label = read_mask(tmp_path / f"{i}.png")
+        assert (label[:, :4] == 0).all() and (label[:, 4:] == 3).all()

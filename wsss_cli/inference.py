@@ -86,10 +86,14 @@ def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: in
                  progress: Callable[[Iterable], Iterable]) -> None:
     """Write one palette PNG per task; CRF and PNG encoding run on ``jobs`` processes while
     the caller's generator computes the next scores (on the GPU or torch's threads)."""
+    threads = torch.get_num_threads()
     if jobs > 1:
         # the CRF processes take cores; torch threads spinning beside them slow down badly
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
-    with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-        work = (delayed(_write_label)(*task, crf, crf_iters) for task in tasks)
-        for _ in progress(pool(work)):
-            pass
+    try:
+        with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
+            work = (delayed(_write_label)(*task, crf, crf_iters) for task in tasks)
+            for _ in progress(pool(work)):
+                pass
+    finally:  # the setting is the process's: later stages of `wsss demo` train on all cores
+        torch.set_num_threads(threads)
