@@ -49,9 +49,10 @@ def ignore_background_near_objects(label: np.ndarray, band: int, image: np.ndarr
         near = (cv2.dilate(obj.astype(np.uint8), disc) > 0) & background
         if not near.any():
             continue
-        to_object = np.linalg.norm(lab - lab[obj].mean(0), axis=2)
-        to_background = np.linalg.norm(lab - lab[near].mean(0), axis=2)
-        ignored |= near & (to_object < color_ratio * to_background)
+        ring = lab[near]
+        to_object = np.linalg.norm(ring - lab[obj].mean(0), axis=1)
+        to_background = np.linalg.norm(ring - ring.mean(0), axis=1)
+        ignored[near] |= to_object < color_ratio * to_background
     return np.where(ignored, np.uint8(255), label)
 
 
