@@ -37,14 +37,15 @@ def ignore_background_near_objects(label: np.ndarray, band: int, image: np.ndarr
         return label
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     background = label == 0
+    objects = ~background & (label < 255)
     if color_ratio <= 0:
-        objects = (~background & (label < 255)).astype(np.uint8)
-        return np.where((cv2.dilate(objects, disc) > 0) & background, np.uint8(255), label)
+        near = cv2.dilate(objects.astype(np.uint8), disc) > 0
+        return np.where(near & background, np.uint8(255), label)
     if image is None:
         raise ValueError("a color_ratio needs the image")
     lab = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
     ignored = np.zeros(label.shape, bool)
-    for cls in np.unique(label[~background & (label < 255)]):
+    for cls in np.unique(label[objects]):
         obj = label == cls
         near = (cv2.dilate(obj.astype(np.uint8), disc) > 0) & background
         if not near.any():
