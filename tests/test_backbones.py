@@ -51,7 +51,7 @@ def _assert_loaded(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             assert torch.equal(v, state[k]), k
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", BACKBONES.names())
 def test_forward_matches_declared_channels_and_strides(name: str) -> None:
     net = _shared(name)
     assert isinstance(net, Backbone)

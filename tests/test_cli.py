@@ -55,11 +55,19 @@ def test_config_file_sections_and_typos(tmp_path):
     assert result.returncode == 2 and "trian-cls" in result.stderr
 
 
-def test_bad_device_is_a_user_error(tmp_path):
-    (tmp_path / "JPEGImages").mkdir()
-    result = run_cli("--device", "tpu", "eval-cams", "--data", str(tmp_path),
-                     "--workdir", str(tmp_path))
+@pytest.mark.parametrize("device", ["tpu", "cuda:7", "cuda"])
+def test_bad_device_fails_up_front_with_one_line_naming_it(tmp_path, device):
+    """A valid dataset and work folder: only the device is wrong, and nothing is written."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data, workdir = tmp_path / "toy", tmp_path / "w"
+    assert run_cli("toy-data", str(data), "--num-train", "4", "--num-val", "2").returncode == 0
+    result = run_cli("--device", device, "eval-cams", "--data", str(data), "--workdir", str(workdir))
     assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--device" in result.stderr
+    assert not workdir.exists()
 
 
 def _independent_miou(preds, gts, k):

@@ -100,7 +100,7 @@ _FIT_SCRIPT = textwrap.dedent("""
     model = nn.Sequential(body, head)
     groups = [{"params": list(body.parameters()), "lr": 0.05, "base_lr": 0.05},
               {"params": list(head.parameters()), "lr": 0.5, "base_lr": 0.5}]
-    step = lambda net, b: nn.functional.mse_loss(net(b[0]), b[1])
+    step = lambda net, b, ctx: nn.functional.mse_loss(net(b[0]), b[1])
     cfg = LoopConfig(epochs=2, batch_size=batch, lr=0.05, weight_decay=1e-4, workers=0)
     fit(model, groups, Data(), step, cfg, out, Runtime(device="cpu", quiet=True),
         {"backbone": "test", "num_classes": 5}, logging.getLogger("test"))

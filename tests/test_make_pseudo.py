@@ -21,7 +21,7 @@ from wsss_cli.stages import random_walk
 def test_options_and_sections_reach_each_stage(tmp_path, monkeypatch):
     make_toy_dataset(tmp_path / "toy", num_train=4, num_val=1, size=48)
     seen = {}
-    monkeypatch.setattr("wsss_cli.stages.make_pseudo.run", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("wsss_cli.workflows.make_pseudo.run", lambda cfg: seen.setdefault("cfg", cfg))
     (tmp_path / "c.toml").write_text(
         f'data = "{tmp_path / "toy"}"\n'
         "[train-aff]\nepochs = 3\nbatch-size = 2\n"

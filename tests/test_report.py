@@ -18,7 +18,8 @@ from wsss_cli.cli import main
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import voc_palette, write_palette_png
 from wsss_cli.data.toy import TOY_CLASSES, make_toy_dataset
-from wsss_cli.stages.report import ReportConfig, cam_heatmap, choose_samples, colour_labels, run, thumbnail
+from wsss_cli.report.collect import cam_heatmap, choose_samples, colour_labels, thumbnail
+from wsss_cli.stages.report import ReportConfig, run
 from wsss_cli.workdir import Workdir, write_cams, write_json
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,40 @@ def test_cli_writes_report_and_rejects_a_non_workdir(tmp_path, toy_data):
         assert result.exit_code == 2
         assert result.output.strip().count("\n") == 0
         assert "not a wsss workdir (no state.json)" in result.output and str(path) in result.output
+
+
+def test_text_from_the_workdir_is_escaped(tmp_path, toy_data):
+    workdir = make_workdir(tmp_path / "w", toy_data, with_config=False)
+    evil = "<script>alert(1)</script>"
+    Workdir(workdir).update_stage('predict:<img src=x onerror="alert(2)">', status="<b>done</b>")
+    # without a dataset the class names (and so the CAM captions) come from this evaluation
+    for path in workdir.glob("eval/*.json"):
+        path.unlink()
+    write_json(workdir / "eval" / "cams_train.json",
+               {"miou": 50.0, "per_class": {"background": 90.0, evil: 10.0, 'a"b&c': 50.0},
+                "sweep": {"0.1": 40.0, "0.2": 50.0}, "best_threshold": 0.2})
+    page = run(ReportConfig(workdir=workdir, samples=2, out=tmp_path / "r.html")).read_text()
+    assert "<script" not in page and "<img src=x" not in page and "<b>done" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "CAM: &lt;script&gt;alert(1)&lt;/script&gt;" in page  # class 1 of the CAMs
+    assert "a&#34;b&amp;c" in page and 'a"b' not in page
+    assert "onerror=&#34;alert(2)&#34;" in page and 'class="badge &lt;b&gt;done&lt;/b&gt;"' in page
+
+
+def test_page_is_self_contained(tmp_path, toy_data):
+    workdir = make_workdir(tmp_path / "w", toy_data)
+    page = run(ReportConfig(workdir=workdir, samples=8)).read_text()
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    # every reference is an embedded picture, and the style is inline
+    references = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert len(references) == count_images(page) > 0
+    assert all(ref.startswith("data:image/") for ref in references)
+    assert page.count("<style>") == 1 and ".sample{" in page
+    # the threshold sweep is drawn as inline SVG: one point per threshold, and the best one marked
+    points = re.search(r'<polyline points="([^"]*)"', page)[1].split()
+    assert len(points) == 61 and points[0] == "28.0,58.0" and points[-1] == "312.0,10.0"
+    assert ">best 0.31</text>" in page
 
 
 # ---------------------------------------------------------------- rendering in a real browser

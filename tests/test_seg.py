@@ -17,7 +17,9 @@ from wsss_cli.data.io import read_mask, write_jpeg
 from wsss_cli.data.loaders import SegmentationSet, ignore_background_near_objects
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.errors import WsssError
+from wsss_cli.inference import class_probs
 from wsss_cli.models.backbones import build_backbone
+from wsss_cli.models.kinds import load_model
 from wsss_cli.models.segmentation import SegNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages import predict, train_cls, train_seg
@@ -112,13 +114,13 @@ def test_predict_multiscale_crf_and_shards_equal_one_run(trained, toy, tmp_path)
 
 
 def test_class_probs_average_scales_and_flips_to_a_distribution(trained, toy):
-    model, meta = predict.load_segmenter(trained / "seg/model.pt", 6)
+    model, meta = load_model(trained / "seg/model.pt", predict.SEGMENTERS, 6)
     assert meta["kind"] == "seg" and meta["head"] == "aspp"
     image = VocDataset(toy).read_image(VocDataset(toy).ids("val")[0])
-    probs = predict.class_probs(model, image, (0.5, 1.0), True, torch.device("cpu"))
+    probs = class_probs(model, image, (0.5, 1.0), True, torch.device("cpu"))
     assert probs.shape == (6, *image.shape[:2])
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
-    mirrored = predict.class_probs(model, image[:, ::-1].copy(), (0.5, 1.0), True, torch.device("cpu"))
+    mirrored = class_probs(model, image[:, ::-1].copy(), (0.5, 1.0), True, torch.device("cpu"))
     np.testing.assert_allclose(mirrored[:, :, ::-1], probs, atol=1e-4)
 
 
@@ -143,7 +145,7 @@ def test_predict_refuses_a_classifier_checkpoint_and_another_class_count(toy, tr
     runner = CliRunner()
     result = runner.invoke(main, ["predict", "--workdir", str(tmp_path), "--data", str(toy),
                                   "--model", str(cls)])
-    assert result.exit_code == 2 and "not a train-seg or train-single-stage model" in result.output
+    assert result.exit_code == 2 and "kind='cls', expected 'seg' or 'single-stage'" in result.output
     result = runner.invoke(main, ["predict", "--workdir", str(tmp_path), "--data", str(coco128),
                                   "--split", "train", "--model", str(trained / "seg/model.pt")])
     assert result.exit_code == 2 and "num_classes" in result.output
@@ -234,5 +236,5 @@ def test_predict_runs_a_single_stage_model(toy, tmp_path):
     data = VocDataset(toy)
     for image_id in data.ids("val"):
         assert read_mask(out / f"{image_id}.png").shape == data.read_image(image_id).shape[:2]
-    _, meta = predict.load_segmenter(model, data.num_classes)
+    _, meta = load_model(model, predict.SEGMENTERS, data.num_classes)
     assert meta["kind"] == "single-stage"

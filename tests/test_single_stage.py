@@ -17,10 +17,12 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.models.backbones import build_backbone
+from wsss_cli.models.kinds import load_model
 from wsss_cli.models.single_stage import HeadConfig, SingleStageNet, head_defaults
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages import train_single_stage as tss
-from wsss_cli.stages.predict import load_segmenter
+from wsss_cli.stages.predict import SEGMENTERS
+from wsss_cli.training import StepContext
 
 QUIET = Runtime(device="cpu", quiet=True)
 
@@ -119,9 +121,9 @@ def test_step_adds_the_mask_loss_only_after_the_pretraining_epochs():
     step = tss.SingleStageStep(pretrain_epochs=2, pamr_dilations=(1, 2), pamr_iters=2)
     images, labels = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0, 0, 0, 0], [0, 1, 1, 0, 0]])
     for epoch in (0, 1):
-        loss = step(net, [images, labels, torch.full((2,), epoch)])
+        loss = step(net, [images, labels], StepContext(epoch, 0, 1, 3))
         assert set(step.last) == {"cls"} and loss.item() == step.last["cls"].item()
-    loss = step(net, [images, labels, torch.full((2,), 2)])
+    loss = step(net, [images, labels], StepContext(2, 0, 1, 3))
     assert set(step.last) == {"cls", "mask"}
     assert loss.item() == pytest.approx((step.last["cls"] + step.last["mask"]).item(), rel=1e-6)
     means = step.epoch_end(3, net)
@@ -137,14 +139,14 @@ def test_training_run_writes_the_model_and_both_losses(trained, toy):
     assert all(math.isfinite(r["loss_cls"]) for r in records)
     data = VocDataset(toy)
     # loaded the way `wsss predict` loads it
-    net, meta = load_segmenter(out / "model.pt", data.num_classes)
+    net, meta = load_model(out / "model.pt", SEGMENTERS, data.num_classes)
     assert not net.training and meta["kind"] == "single-stage" and isinstance(net, SingleStageNet)
     image = data.read_image(data.ids("val")[0])
     with torch.no_grad():
         logits = net.segment(torch.from_numpy(normalize(image))[None])
     assert logits.shape[:2] == (1, data.num_classes)
     with pytest.raises(WsssError, match="num_classes"):
-        load_segmenter(out / "model.pt", data.num_classes + 1)
+        load_model(out / "model.pt", SEGMENTERS, data.num_classes + 1)
 
 
 def test_presets_fill_unset_options_and_check_dilations(toy):

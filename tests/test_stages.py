@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsss_cli.cam_methods import cam
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.data.toy import make_toy_dataset
@@ -71,20 +72,22 @@ def test_killed_run_resumed_ends_with_the_same_weights(toy, tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(toy, tmp_path, monkeypatch):
     calls = []
-    real_loss = train_cls.F.multilabel_soft_margin_loss
+    real_loss = cam.F.multilabel_soft_margin_loss
 
     def loss_that_breaks(logits, labels):
         calls.append(1)
         loss = real_loss(logits, labels)
         return loss * float("nan") if len(calls) == 6 else loss  # epoch 2, step 6
 
-    monkeypatch.setattr(train_cls.F, "multilabel_soft_margin_loss", loss_that_breaks)
+    monkeypatch.setattr(cam.F, "multilabel_soft_margin_loss", loss_that_breaks)
     with pytest.raises(WsssError, match=r"loss became nan at epoch 2 step 6"):
         train_cls.run(_cls_config(toy, tmp_path, epochs=3))
     last = torch.load(tmp_path / "cls/last.pt", weights_only=True)
     assert last["epoch"] == 1
     assert all(torch.isfinite(v.float()).all() for v in last["model"].values())
     assert not (tmp_path / "cls/model.pt").exists()
+    state = json.loads((tmp_path / "state.json").read_text())["train-cls"]
+    assert state["status"] == "failed" and "loss became nan" in state["error"]
 
 
 def test_changed_settings_need_overwrite_and_finished_runs_are_skipped(toy, tmp_path):

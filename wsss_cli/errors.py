@@ -1,11 +1,9 @@
 """The one exception type that means "the user asked for something we cannot do"."""
 
-import click
-
 _WORKER_PREFIX = "Caught WsssError in DataLoader worker"
 
 
-class WsssError(click.ClickException):
+class WsssError(Exception):
     """A user error: bad option, bad input data, incompatible workdir or checkpoint.
 
     The CLI prints ``Error: <message>`` on one line and exits with code 2; anything
@@ -20,3 +18,4 @@ class WsssError(click.ClickException):
             # message; the user needs only the original one-line message at its end
             message = message.rstrip().rsplit("WsssError: ", 1)[-1]
         super().__init__(message)
+        self.message = message

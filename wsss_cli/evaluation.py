@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from wsss_cli import ops
+from wsss_cli.data.io import read_mask
+from wsss_cli.errors import WsssError
+from wsss_cli.runtime import Runtime
 
 
 def iou_summary(confusion: np.ndarray, classes: Sequence[str]) -> dict:
@@ -76,3 +80,19 @@ class ThresholdSweep:
         out[:, :, 0] = 0  # best class 0 only arises for images without classes: background
         out[:, :, 0] = self.hist.sum(axis=(1, 2))[None, :] - out.sum(-1)
         return out
+
+
+def evaluate_folder(pred: Path, gt: Path, ids: list[str], names: tuple[str, ...],
+                    runtime: Runtime) -> dict:
+    """Accumulate one confusion matrix over ``ids`` and summarise it."""
+    confusion = np.zeros((len(names), len(names)), np.int64)
+    for image_id in runtime.progress(ids, "eval"):
+        p, g = read_mask(pred / f"{image_id}.png"), read_mask(gt / f"{image_id}.png")
+        if p.shape != g.shape:
+            raise WsssError(f"{pred / image_id}.png: size {p.shape[::-1]} differs from its "
+                            f"ground truth {g.shape[::-1]}")
+        try:
+            confusion += ops.confusion_matrix(p, g, len(names))
+        except ValueError as e:
+            raise WsssError(f"{pred / image_id}.png: {e}") from None
+    return {**iou_summary(confusion, names), "images": len(ids)}

@@ -97,3 +97,19 @@ def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: in
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores
         torch.set_num_threads(threads)
+
+
+def class_probs(model: nn.Module, image: np.ndarray, scales: tuple[float, ...], flip: bool,
+                device: torch.device, amp: bool = False) -> np.ndarray:
+    """Class distribution ``[K, H, W]`` float32 of an RGB uint8 image ``[H, W, 3]``: the
+    softmax of ``model.segment`` averaged over scales and flips."""
+    total = multiscale_sum(lambda x: model.segment(x).float().softmax(dim=1), image, scales, flip,
+                           device, amp)
+    return (total / (len(scales) * (2 if flip else 1))).cpu().numpy()
+
+
+def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
+    """``[n, H, W]`` CAMs -> ``[1 + n, H, W]`` with ``(1 - max CAM)^alpha`` as channel 0 (PSA)."""
+    peak = cams.max(axis=0) if len(cams) else np.zeros(cams.shape[1:], np.float32)
+    background = np.power(1 - peak, alpha)[None]
+    return np.concatenate([background, cams]).astype(np.float32)

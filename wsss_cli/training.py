@@ -38,9 +38,11 @@ from wsss_cli.models.backbones.base import _FROZEN_ATTR
 from wsss_cli.runtime import Runtime
 from wsss_cli.workdir import atomic_path
 
-StepFn = Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], dict[str, Any]]
 T = TypeVar("T")
+
+# the files of a training folder
+_LAST, _METRICS, _MODEL = "last.pt", "metrics.jsonl", "model.pt"
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,45 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """Where training stands when ``step_fn(model, batch, ctx)`` is called.
+
+    ``epoch`` counts from 0, as the sampler's ``(epoch, index)`` keys (``on_epoch_end``
+    and ``metrics.jsonl`` count from 1); ``step`` counts this run's steps from 0 across
+    epochs: ``epoch * steps_per_epoch`` + the step's place in its epoch. Under DDP an
+    epoch has 1/world of the steps (``steps_per_epoch`` is this process's).
+    """
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    epochs: int
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+StepFn = Callable[[nn.Module, list[torch.Tensor], StepContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What ``fit`` trains with: the model on its device (DDP-wrapped under torchrun),
+    its optimizer, the data and this process's place in the job."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: EpochSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    dist: Dist
+    device: torch.device
+    amp: bool  # bf16 autocast (CUDA only)
+
+
 def fit(
     model: nn.Module,
     groups: list[dict],
@@ -226,10 +267,11 @@ def fit(
 ) -> Path:
     """Train ``model`` and write ``out_dir/model.pt``; returns its path.
 
-    ``dataset[(epoch, index)]`` returns a tuple of arrays; ``step_fn(model, batch)``
-    returns the scalar loss of a batch already on the device. ``on_epoch_end(epoch,
-    model)`` (rank 0 only, 1-based epoch) may return extra numbers for ``metrics.jsonl``,
-    e.g. a validation mIoU.
+    ``dataset[(epoch, index)]`` returns a tuple of arrays; ``step_fn(model, batch, ctx)``
+    returns the scalar loss of a batch already on the device, ``ctx`` a
+    :class:`StepContext` (epoch, step, ...). ``on_epoch_end(epoch, model)`` (rank 0
+    only, 1-based epoch) may return extra numbers for ``metrics.jsonl``, e.g. a
+    validation mIoU.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel:
     ``step_fn`` must go through ``model(...)`` (calling submodules directly would skip
@@ -238,6 +280,24 @@ def fit(
     epoch has 1/world of the steps. Rank 0 alone writes files; every rank returns after
     ``model.pt`` exists.
     """
+    run = _set_up(model, groups, dataset, cfg, runtime, logger)
+    start_epoch, history = _resume(run, cfg, out_dir, meta, logger)
+    for epoch in range(start_epoch, cfg.epochs):
+        record = _train_epoch(run, step_fn, cfg, epoch, runtime, out_dir / _LAST)
+        if run.dist.is_main:
+            if on_epoch_end is not None:
+                record.update(on_epoch_end(epoch + 1, _unwrap(run.model)))
+            history.append(record)
+            _save_checkpoint(run, out_dir, epoch + 1, history, meta)
+            logger.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs,
+                        record["loss"], record["seconds"])
+    return _save_final(run, out_dir, meta)
+
+
+def _set_up(model: nn.Module, groups: list[dict], dataset: Dataset, cfg: LoopConfig,
+            runtime: Runtime, logger: logging.Logger) -> _Setup:
+    """Device (and the process group under torchrun), SyncBatchNorm, optimizer, data
+    loader, DDP wrap, AMP."""
     dist_info, device = init_distributed(runtime)
     if cfg.sync_bn:
         if dist_info.world == 1:
@@ -259,88 +319,111 @@ def fit(
         per_rank = f" ({len(sampler)} per process of {dist_info.world})" if dist_info.world > 1 else ""
         raise WsssError(f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} "
                         f"training images{per_rank}")
-    max_steps = steps_per_epoch * cfg.epochs
     if dist_info.world > 1:
         logger.info("DDP: %d processes (%s) x batch %d = %d images per step, %d steps per epoch",
                     dist_info.world, dist.get_backend(), cfg.batch_size,
                     dist_info.world * cfg.batch_size, steps_per_epoch)
+        # DDP shares the model's parameters: a checkpoint loaded later into the unwrapped
+        # model (``_resume``) is what every rank trains
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Setup(model, optimizer, sampler, loader, steps_per_epoch, dist_info, device,
+                  amp=cfg.amp and device.type == "cuda")
 
-    last = out_dir / "last.pt"
-    metrics_file = out_dir / "metrics.jsonl"
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+
+def _resume(run: _Setup, cfg: LoopConfig, out_dir: Path, meta: dict[str, Any],
+            logger: logging.Logger) -> tuple[int, list[dict[str, Any]]]:
+    """The epoch to start at and the records of the epochs before it: from ``last.pt``
+    (weights and optimizer state loaded) under ``--resume``, else ``(0, [])``.
+    ``metrics.jsonl`` is made to match them."""
+    last, metrics_file = out_dir / _LAST, out_dir / _METRICS
+    start_epoch, history = 0, []
     # rank 0's view of the folder decides for all: ranks that disagreed would deadlock
-    if from_main(cfg.resume and last.exists(), dist_info):
+    if from_main(cfg.resume and last.exists(), run.dist):
         ckpt = load_checkpoint(last)
         check_meta(last, ckpt["meta"], {k: meta[k] for k in ("backbone", "num_classes")})
-        _unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _unwrap(run.model).load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
         history = list(ckpt["history"]) if "history" in ckpt else _read_metrics(metrics_file, start_epoch)
         logger.info("resumed from %s at epoch %d", last, start_epoch)
     elif cfg.resume:
         logger.info("no %s to resume from; starting at epoch 0", last)
-    if dist_info.is_main and history:
+    if run.dist.is_main and history:
         # metrics.jsonl restarts from what the checkpoint knows: a run killed after the
         # checkpoint but before (or while) appending its line leaves no gap or torn line
         with atomic_path(metrics_file) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    elif dist_info.is_main:
+    elif run.dist.is_main:
         metrics_file.unlink(missing_ok=True)
-    if dist_info.world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return start_epoch, history
 
-    amp = cfg.amp and device.type == "cuda"
-    for epoch in range(start_epoch, cfg.epochs):
-        # ranks draw different dropout / gate masks; rank 0 of 1 keeps the single-process
-        # seeds, on which resuming reproduces an uninterrupted run
-        torch.manual_seed(runtime.seed * 100_003 + epoch + 7_919 * dist_info.rank)
-        sampler.epoch = epoch
-        model.train()
-        started, total, count = time.time(), 0.0, 0
-        bar = runtime.progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}") \
-            if dist_info.is_main else loader
-        for i, batch in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            scale = (1 - step / max_steps) ** cfg.poly_power
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * scale
-            batch = [b.to(device, non_blocking=True) for b in batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = step_fn(model, batch)
-            value = _mean_over_ranks(loss, dist_info)
-            if not math.isfinite(value):  # every rank sees the same mean: all stop together
-                raise WsssError(
-                    f"loss became {value} at epoch {epoch + 1} step {step + 1}; stopped. "
-                    f"The last good checkpoint is {last if last.exists() else 'none'} "
-                    "(try a lower --lr)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + value, count + 1
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        if dist_info.is_main:
-            record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                      "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": round(time.time() - started, 3)}
-            if on_epoch_end is not None:
-                record.update(on_epoch_end(epoch + 1, _unwrap(model)))
-            history.append(record)
-            with atomic_path(last) as tmp:
-                torch.save({"model": _unwrap(model).state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "epoch": epoch + 1, "meta": meta, "history": history}, tmp)
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            logger.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs,
-                        record["loss"], record["seconds"])
-    final = out_dir / "model.pt"
-    if dist_info.is_main:
-        save_model(final, model, meta)
-    if dist_info.world > 1:
+
+def _train_epoch(run: _Setup, step_fn: StepFn, cfg: LoopConfig, epoch: int, runtime: Runtime,
+                 last: Path) -> dict[str, Any]:
+    """One pass over this rank's share of the images (``epoch`` from 0); returns the
+    epoch's record for ``metrics.jsonl`` (mean loss over the ranks, last learning rate)."""
+    # ranks draw different dropout / gate masks; rank 0 of 1 keeps the single-process
+    # seeds, on which resuming reproduces an uninterrupted run
+    torch.manual_seed(runtime.seed * 100_003 + epoch + 7_919 * run.dist.rank)
+    run.sampler.epoch = epoch
+    run.model.train()
+    started, total, count = time.time(), 0.0, 0
+    bar = runtime.progress(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}") \
+        if run.dist.is_main else run.loader
+    for i, batch in enumerate(bar):
+        ctx = StepContext(epoch, epoch * run.steps_per_epoch + i, run.steps_per_epoch,
+                          cfg.epochs, run.device)
+        total, count = total + _train_step(run, step_fn, batch, ctx, cfg, last), count + 1
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / count:.4f}")
+    return {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
+            "loss": total / max(count, 1), "lr": run.optimizer.param_groups[0]["lr"],
+            "seconds": round(time.time() - started, 3)}
+
+
+def _train_step(run: _Setup, step_fn: StepFn, batch: list[torch.Tensor], ctx: StepContext,
+                cfg: LoopConfig, last: Path) -> float:
+    """The poly learning rate, the loss (NaN-guarded), one optimizer step; returns the
+    batch loss averaged over the ranks."""
+    scale = (1 - ctx.step / ctx.total_steps) ** cfg.poly_power
+    for g in run.optimizer.param_groups:
+        g["lr"] = g["base_lr"] * scale
+    batch = [b.to(run.device, non_blocking=True) for b in batch]
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+        loss = step_fn(run.model, batch, ctx)
+    value = _mean_over_ranks(loss, run.dist)
+    if not math.isfinite(value):  # every rank sees the same mean: all stop together
+        raise WsssError(
+            f"loss became {value} at epoch {ctx.epoch + 1} step {ctx.step + 1}; stopped. "
+            f"The last good checkpoint is {last if last.exists() else 'none'} "
+            "(try a lower --lr)"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return value
+
+
+def _save_checkpoint(run: _Setup, out_dir: Path, epochs_done: int,
+                     history: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Rank 0 after an epoch: ``last.pt`` (what ``_resume`` needs), then the epoch's
+    line of ``metrics.jsonl``."""
+    with atomic_path(out_dir / _LAST) as tmp:
+        torch.save({"model": _unwrap(run.model).state_dict(),
+                    "optimizer": run.optimizer.state_dict(),
+                    "epoch": epochs_done, "meta": meta, "history": history}, tmp)
+    with open(out_dir / _METRICS, "a") as f:
+        f.write(json.dumps(history[-1]) + "\n")
+
+
+def _save_final(run: _Setup, out_dir: Path, meta: dict[str, Any]) -> Path:
+    """Rank 0 writes ``model.pt`` (weights and ``meta``); every rank returns its path once
+    it exists."""
+    final = out_dir / _MODEL
+    if run.dist.is_main:
+        save_model(final, run.model, meta)
+    if run.dist.world > 1:
         dist.barrier()  # nobody returns (and reads model.pt) before rank 0 has written it
     return final
 

@@ -124,6 +124,75 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+@dataclass(frozen=True)
+class ArtifactSet:
+    """A folder of per-image outputs ``<id><suffix>`` made by one stage run."""
+
+    name: str  # the folder under the workdir, e.g. "cams" or "pred/val"
+    folder: Path
+    suffix: str
+
+    def path(self, image_id: str) -> Path:
+        return self.folder / f"{image_id}{self.suffix}"
+
+    def missing(self, ids: Sequence[str]) -> list[str]:
+        return [i for i in ids if not self.path(i).exists()]
+
+
+class Layout:
+    """Where every artifact of a work folder lives (SPEC §4): stages never spell a path.
+
+    Per-image outputs are named sets (folders): the defaults below, or any other name a
+    user gives (``dump-cams --out cams_seam``), side by side in one workdir. Models live in
+    a folder named after their kind (``cls``, ``aff``, ``seg``, ``single_stage``).
+    """
+
+    CAMS = "cams"
+    AFF_LABELS = "aff_labels"
+    PSEUDO = "pseudo"
+    PSEUDO_NO_CRF = "pseudo_nocrf"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def cams(self, name: str = CAMS) -> ArtifactSet:
+        """CAM scores ``<id>.npz`` (:func:`write_cams`)."""
+        return ArtifactSet(name, self.root / name, ".npz")
+
+    def labels(self, name: str) -> ArtifactSet:
+        """Label maps ``<id>.png``: affinity labels, pseudo-labels, predictions."""
+        return ArtifactSet(name, self.root / name, ".png")
+
+    def predictions(self, source: str) -> ArtifactSet:
+        """Predictions of a split or image folder: ``pred/<source>``."""
+        return self.labels(f"pred/{source}")
+
+    def model_dir(self, kind: str) -> Path:
+        """The folder of a model kind's ``model.pt``, ``last.pt``, ``metrics.jsonl``, log."""
+        return self.root / kind.replace("-", "_")
+
+    def model(self, kind: str) -> Path:
+        return self.model_dir(kind) / "model.pt"
+
+    def eval(self, name: str) -> Path:
+        """An evaluation's numbers: ``eval/<name>.json``."""
+        return self.root / "eval" / f"{name}.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+
+def entry_name(stage: str, output: str, default: str) -> str:
+    """The ``state.json`` entry of a stage run: the stage's name for its default output
+    set, ``stage:output`` for any other, so that each set keeps its own settings hash."""
+    return stage if output == default else f"{stage}:{output}"
+
+
 class Workdir:
     """One experiment's folder: stage outputs, ``state.json`` and ``config.toml``."""
 
@@ -154,6 +223,12 @@ class Workdir:
 
     def stage_state(self, stage: str) -> dict[str, Any]:
         return self.state().get(stage, {})
+
+    def producer_hashes(self, *entries: str) -> dict[str, str | None]:
+        """Settings hashes of the stage runs whose outputs a stage reads: part of its
+        settings, so that remaking an input invalidates what was made from the old one."""
+        state = self.state()
+        return {f"input:{e}": state.get(e, {}).get("settings_hash") for e in entries}
 
     def update_stage(self, stage: str, compute: Callable[[], dict[str, Any]] | None = None,
                      **fields: Any) -> None:

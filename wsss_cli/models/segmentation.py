@@ -16,6 +16,10 @@ from wsss_cli.models.backbones import Backbone
 
 ASPP_RATES = (6, 12, 18, 24)
 HEADS = ("aspp", "largefov")
+# The ResNets' layer4 is undilated for the classifier (IRN); DeepLab's ASPP rates assume
+# a dilated last stage, so it gets dilation 2 here (output stride 16, as DeepLab v3).
+BACKBONE_OPTIONS: dict[str, dict[str, int]] = {"resnet50": {"layer4_dilation": 2},
+                                              "resnet101": {"layer4_dilation": 2}}
 
 
 def _class_layer(conv: nn.Conv2d) -> nn.Conv2d:

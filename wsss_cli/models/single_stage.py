@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from wsss_cli import ops
 from wsss_cli.models.backbones import Backbone
+from wsss_cli.options import default_of
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class HeadConfig:
     width: int = 256
     skip: int = 48
     aspp_rates: tuple[int, ...] = (1, 12, 24, 36)
-    psi: float = 0.3
-    focal_p: float = 3.0
-    focal_lambda: float = 0.01
+    psi: float = default_of(ops.stochastic_gate, "psi")
+    focal_p: float = float(default_of(ops.ngwp, "focal_p"))
+    focal_lambda: float = default_of(ops.ngwp, "focal_lambda")
 
     def to_meta(self) -> dict[str, Any]:
         return {**asdict(self), "aspp_rates": list(self.aspp_rates)}
@@ -46,7 +47,7 @@ class HeadConfig:
         return cls(**{**meta, "aspp_rates": tuple(meta["aspp_rates"])})
 
 
-# measured on toy-sized data: 64 channels were no better than 48 and 30% slower, 32 worse
+# a narrow head for toy-sized images (docs/results.md#train-single-stage)
 TINY_HEAD = dict(width=48, skip=16, aspp_rates=(1, 2, 4, 6))
 
 

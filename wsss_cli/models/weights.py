@@ -10,28 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import WsssError
-from .backbones import Backbone
-
-# torchvision's original ImageNet weights (IMAGENET1K_V1), the files IRN starts from.
-IMAGENET_URLS: dict[str, str] = {
-    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
-    "resnet101": "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth",
-}
-
-# Backbones whose ImageNet weights exist only as files converted by hand.
-_MANUAL_IMAGENET: dict[str, str] = {
-    "resnet38": (
-        "ImageNet weights for resnet38 have no download URL: get PSA's converted weights "
-        "(ilsvrc-cls_rna-a1_cls1000_ep-0001, converted from MXNet to a .pth with PSA's "
-        "network/resnet38d.py convert_mxnet_to_torch) and pass --pretrained PATH.pth"
-    ),
-    "vgg16": (
-        "ImageNet weights for vgg16 have no download URL: get PSA's converted Caffe "
-        "VGG16 20M weights (vgg16_20M.caffemodel, converted with PSA's network/vgg16d.py "
-        "convert_caffe_to_torch) and pass --pretrained PATH.pth"
-    ),
-    "tiny": "backbone tiny has no ImageNet weights; train it from scratch with --pretrained none",
-}
+from .backbones import BACKBONES, Backbone
 
 
 def load_pretrained(backbone: Backbone, name: str, spec: str) -> None:
@@ -50,7 +29,7 @@ def load_pretrained(backbone: Backbone, name: str, spec: str) -> None:
     if spec == "none":
         return
     if spec == "imagenet":
-        state, source = _imagenet_state_dict(name), IMAGENET_URLS[name]
+        state, source = _imagenet_state_dict(name), str(BACKBONES.get(name).imagenet_url)
     else:
         path = Path(spec).expanduser()
         state, source = _read_state_dict(path), str(path)
@@ -58,11 +37,10 @@ def load_pretrained(backbone: Backbone, name: str, spec: str) -> None:
 
 
 def _imagenet_state_dict(name: str) -> Mapping[str, Any]:
-    if name in _MANUAL_IMAGENET:
-        raise WsssError(_MANUAL_IMAGENET[name])
-    if name not in IMAGENET_URLS:
-        raise WsssError(f"no ImageNet weights known for backbone {name!r}")
-    url = IMAGENET_URLS[name]
+    spec = BACKBONES.get(name)
+    if spec.imagenet_url is None:
+        raise WsssError(spec.imagenet_howto or f"no ImageNet weights known for backbone {name!r}")
+    url = spec.imagenet_url
     try:
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
     except Exception as e:  # network, disk or format: all mean no weights

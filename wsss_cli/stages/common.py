@@ -1,81 +1,135 @@
-"""Plumbing every stage shares: settings hashing, stage start, per-image bookkeeping."""
+"""What every stage shares: the common options, presets, and the bookkeeping around a run.
+
+A stage's ``run`` says what it reads and writes and then reads straight through::
+
+    with per_image_run("dump-cams", cfg, ids, cams_set, inputs) as job:
+        for image_id in job.todo: ...
+
+The runner claims the outputs in ``state.json`` under the settings hash (refusing to
+mix settings without ``--overwrite``), records ``config.toml``, opens the log, picks the
+shard's pending ids, and on leaving counts the outputs (per-image) or marks the model
+done; an error marks the run failed instead of leaving it "running".
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 import wsss_cli
+from wsss_cli import ops
 from wsss_cli.errors import WsssError
+from wsss_cli.models.backbones import BACKBONES
+from wsss_cli.options import default_of, option, options_of, settings_of, unhashed
 from wsss_cli.runtime import Runtime, stage_logger
 from wsss_cli.training import Dist, LoopConfig, from_main, init_distributed
-from wsss_cli.workdir import Shard, Workdir
+from wsss_cli.workdir import ArtifactSet, Layout, Shard, Workdir, entry_name
+
+T = TypeVar("T")
+
+# ------------------------------------------------------------------ options many stages share
 
 
-def unhashed(default: Any = None) -> Any:
-    """A config field that does not change a stage's outputs (workers, resume, ...)."""
-    return field(default=default, metadata={"hash": False})
+def data_option(default: Any = MISSING) -> Any:
+    return option(default, "Dataset root in the VOC layout (e.g. VOCdevkit/VOC2012).",
+                  exists=True, file_okay=False)
 
 
-def settings_of(cfg: Any) -> dict[str, Any]:
-    """The JSON-able settings of a config dataclass that determine its outputs."""
-    out: dict[str, Any] = {}
-    for f in fields(cfg):
-        if not f.metadata.get("hash", True):
-            continue
-        value = getattr(cfg, f.name)
-        if isinstance(value, Runtime):
-            out["seed"] = value.seed
-        elif isinstance(value, Path):  # "data" and "/abs/data" are the same dataset
-            out[f.name] = str(value.resolve())
-        else:
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
+def workdir_option() -> Any:
+    return unhashed(None, "Experiment folder shared by all stages.", required=True, file_okay=False)
 
 
-def options_of(cfg: Any) -> dict[str, Any]:
-    """Every option of a config (for ``config.toml``), paths as strings."""
-    out = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, Runtime):
-            out.update(device=value.device, seed=value.seed)
-        elif isinstance(value, Path):
-            out[f.name] = str(value)
-        elif value is not None:
-            out[f.name] = value
-    return out
+def split_option(default: str = "train") -> Any:
+    return option(default, "Split name (ImageSets/Segmentation/<split>.txt).")
 
 
-@dataclass(frozen=True)
+def workers_option() -> Any:
+    return unhashed(2, "DataLoader worker processes.", min=0)
+
+
+def jobs_option() -> Any:
+    return unhashed(1, "CPU processes for the dense CRF.", min=1)
+
+
+def amp_option() -> Any:
+    return option(True, "bf16 autocast and channels_last on CUDA (ignored on the CPU).")
+
+
+def shard_option() -> Any:
+    return unhashed(None, "Process only shard I of N (0-based); default from "
+                          "SLURM_ARRAY_TASK_ID/COUNT, else everything.", metavar="I/N")
+
+
+def overwrite_option() -> Any:
+    return unhashed(False, "Replace outputs made earlier with other settings.", is_flag=True)
+
+
+def crf_iters_option() -> Any:
+    return option(default_of(ops.dense_crf, "iters"), "Mean-field iterations of the dense CRF.",
+                  min=1)
+
+
+def set_option(default: str, what: str) -> Any:
+    """The name of an artifact set under WORKDIR (a folder); the set's own settings hash
+    ties it to its inputs, so the name itself is not hashed."""
+    return unhashed(default, f"{what} (a folder name under WORKDIR).", metavar="NAME")
+
+
+def backbone_option(default: str | None = "resnet38", help: str = "Network body; 'tiny' is for CPU "
+                    "demos and tests.", default_text: str | None = None) -> Any:
+    return option(default, help, choices=BACKBONES.names(), default_text=default_text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerImageConfig:
+    """The options of every per-image stage (CAMs, labels, predictions)."""
+
+    data: Path = data_option()
+    workdir: Path = workdir_option()
+    split: str = split_option()
+    shard: str | None = shard_option()
+    overwrite: bool = overwrite_option()
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     """The options every training stage shares; None = the backbone's preset."""
 
-    data: Path
-    workdir: Path = unhashed()
-    split: str = "train"
-    backbone: str | None = None
-    pretrained: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    crop_size: int | None = None
-    resize_long: tuple[int, int] | None = None
-    freeze_bn: bool | None = None
-    amp: bool = True
-    sync_bn: bool = False
-    workers: int = unhashed(2)
-    resume: bool = unhashed(False)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
+    data: Path = data_option()
+    workdir: Path = workdir_option()
+    split: str = split_option()
+    backbone: str | None = backbone_option(None, "Network body.", "the classifier's")
+    pretrained: str | None = option(None, "Initial backbone weights.", metavar="PATH|imagenet|none",
+                                    default_text="none for tiny, imagenet otherwise")
+    epochs: int | None = option(None, "Training epochs.", min=1, default_text="per backbone")
+    batch_size: int | None = option(None, "Images per step.", min=1, default_text="per backbone")
+    optimizer: str | None = option(None, "SGD (momentum 0.9) as the papers, or AdamW.",
+                                   choices=("sgd", "adamw"), default_text="per backbone")
+    lr: float | None = option(None, "Base learning rate (new layers get 10x).", min=0,
+                              min_open=True, default_text="per backbone")
+    weight_decay: float | None = option(None, "Weight decay.", min=0, default_text="per backbone")
+    crop_size: int | None = option(None, "Square training crop.", min=16, default_text="per backbone")
+    resize_long: tuple[int, int] | None = option(None, "Random long-side resize range.",
+                                                 metavar="MIN MAX", default_text="per backbone")
+    freeze_bn: bool | None = option(None, "Keep BatchNorm statistics fixed.", secondary="train-bn",
+                                    default_text="when pretrained")
+    amp: bool = amp_option()
+    sync_bn: bool = option(False, "SyncBatchNorm across processes under torchrun (BatchNorm not "
+                                  "frozen).", is_flag=True)
+    workers: int = workers_option()
+    resume: bool = unhashed(False, "Continue from WORKDIR/<stage>/last.pt.", is_flag=True)
+    overwrite: bool = overwrite_option()
+    out: str | None = unhashed(None, "Model folder to write under WORKDIR.", metavar="NAME",
+                               default_text="the model kind's: cls, aff, seg, single_stage")
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
     def loop(self) -> LoopConfig:
         """The training loop's settings (call on a config filled from its preset)."""
@@ -85,47 +139,106 @@ class TrainingConfig:
                           resume=self.resume)
 
 
-def fill_from_preset(cfg: Any, presets: dict[str, dict[str, Any]]) -> Any:
+def fill_from_preset(cfg: T, presets: dict[str, dict[str, Any]]) -> T:
     """Fill the options a user left unset (None) from the backbone's preset.
 
-    BatchNorm is frozen by default when starting from pretrained weights: their
-    statistics beat those of a batch of a few crops (PSA, IRN); a network trained from
-    scratch must learn them.
+    ``presets`` is keyed by backbone name or, for most stages, by the backbone's preset
+    family (``BACKBONES``): psa, irn, tiny. BatchNorm is frozen by default when starting
+    from pretrained weights: their statistics beat those of a batch of a few crops (PSA,
+    IRN); a network trained from scratch must learn them.
     """
-    if cfg.backbone not in presets:
-        raise WsssError(f"--backbone {cfg.backbone!r}: choose from {', '.join(presets)}")
-    preset = presets[cfg.backbone]
+    spec = BACKBONES.get(cfg.backbone)
+    preset = presets.get(cfg.backbone, presets.get(spec.family))
+    if preset is None:
+        raise WsssError(f"--backbone {cfg.backbone}: this stage has no preset for it (family "
+                        f"{spec.family})")
     cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
     if cfg.freeze_bn is None:
         cfg = replace(cfg, freeze_bn=cfg.pretrained != "none")
     return cfg
 
 
+# ------------------------------------------------------------------ the runner
+
+
 @dataclass
-class Stage:
-    """A running stage: its workdir, log and settings hash."""
+class StageRun:
+    """A running stage: where its state lives, its log, its settings hash."""
 
     name: str
     workdir: Workdir
     logger: logging.Logger
     digest: str
-    started: float
     finished_before: bool  # done earlier with exactly these settings
     writes_state: bool = True  # False on the ranks > 0 of a torchrun job
+    started: float = field(default_factory=time.time)
+    record: dict[str, Any] = field(default_factory=dict)  # extra fields for state.json
+
+    def fail(self, error: BaseException) -> None:
+        """Leave ``state.json`` saying what stopped the run, not "running"."""
+        if self.writes_state:
+            message = error.message if isinstance(error, WsssError) else type(error).__name__
+            self.workdir.update_stage(self.name, status="failed", error=message,
+                                      seconds=self.elapsed())
+
+    def elapsed(self) -> float:
+        return round(time.time() - self.started, 2)
 
 
-def start_stage(
-    name: str, cfg: Any, out_dir: Path, outputs: Sequence[Path], overwrite: bool,
-    extra_settings: dict[str, Any] | None = None,
-) -> Stage:
+@dataclass
+class TrainingRun(StageRun):
+    """A training stage: the folder of its ``model.pt``, ``last.pt`` and metrics."""
+
+    model_dir: Path = Path()
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.pt"
+
+
+@dataclass
+class PerImageRun(StageRun):
+    """A per-image stage: the split's ids, its output set and this shard's pending ids."""
+
+    ids: Sequence[str] = ()
+    output: ArtifactSet | None = None
+    todo: list[str] = field(default_factory=list)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def progress(self, items: Iterable[T]) -> Iterable[T]:
+        """A progress bar over the pending images."""
+        return self.runtime.progress(items, self.name, total=len(self.todo))
+
+    def finish(self) -> None:
+        """Count the outputs of the whole split; the stage is done when every one exists.
+
+        Counted under the workdir lock: of shards finishing together, the last to write
+        must have seen every output of the others.
+        """
+        if not self.writes_state:
+            return
+        summary: dict[str, Any] = {}
+
+        def count() -> dict[str, Any]:
+            present = len(self.ids) - len(self.output.missing(self.ids))
+            summary.update(status="done" if present == len(self.ids) else "partial",
+                           count=present, total=len(self.ids))
+            return summary
+
+        self.workdir.update_stage(self.name, count, seconds=self.elapsed(), versions=versions())
+        self.logger.info("%d/%d outputs present (%s)", summary["count"], len(self.ids),
+                         summary["status"])
+
+
+def _claim(name: str, cfg: Any, outputs: Sequence[Path], log_dir: Path,
+           inputs: dict[str, Any] | None) -> StageRun:
     """Record the options, check the settings against existing outputs, open the log.
 
-    ``extra_settings`` ties the outputs to their inputs (e.g. the digest of the model
-    file), so that retraining a model invalidates what was made from the old one.
-
+    ``inputs`` ties the outputs to what they were made from (the settings hashes of the
+    input sets, the digest of a model file), so that remaking an input invalidates them.
     Under ``torchrun`` (training stages only) rank 0 alone checks and writes
-    ``state.json``, ``config.toml`` and ``log.txt``; the other ranks take its decision
-    (or its error) and log nothing.
+    ``state.json``, ``config.toml`` and the log; the other ranks take its decision (or
+    its error) and log nothing.
     """
     rank = Dist.from_env()
     if rank.world > 1:
@@ -134,12 +247,12 @@ def start_stage(
                             "with --shard I/N (or a SLURM array), not under torchrun")
         init_distributed(cfg.runtime)
     workdir = Workdir(cfg.workdir)
-    settings = {**settings_of(cfg), **(extra_settings or {})}
+    settings = {**settings_of(cfg), **(inputs or {})}
     shard = Shard.parse(cfg.shard) if hasattr(cfg, "shard") else Shard()
     outcome: tuple[str, bool] | str = ""
     if rank.is_main:
         try:
-            outcome = workdir.claim(name, settings, outputs, overwrite, shared=shard.count > 1)
+            outcome = workdir.claim(name, settings, outputs, cfg.overwrite, shared=shard.count > 1)
             workdir.record_config(name, options_of(cfg))
         except WsssError as e:
             outcome = e.message
@@ -148,58 +261,59 @@ def start_stage(
         raise WsssError(outcome)
     digest, finished = outcome
     if rank.is_main:
-        logger = stage_logger(name, out_dir / "log.txt", cfg.runtime.quiet)
+        logger = stage_logger(name, log_dir / "log.txt", cfg.runtime.quiet)
     else:
         logger = logging.getLogger(f"wsss.{name}.rank{rank.rank}")
         logger.handlers[:] = [logging.NullHandler()]
         logger.propagate = False
     logger.info("wsss %s %s (settings %s)", wsss_cli.__version__, name, digest)
-    if overwrite and shard.count > 1:
+    if cfg.overwrite and shard.count > 1:
         logger.info("--overwrite with shard %s: only outputs made with other settings are removed",
                     shard)
-    return Stage(name, workdir, logger, digest, time.time(), finished, rank.is_main)
+    return StageRun(name, workdir, logger, digest, finished, rank.is_main)
 
 
-def upstream(workdir: Path, *stages: str) -> dict[str, str | None]:
-    """Settings hashes of the stages whose outputs a stage reads: part of its settings,
-    so that remaking an input invalidates what was made from the old one."""
-    state = Workdir(workdir).state()
-    return {f"input:{s}": state.get(s, {}).get("settings_hash") for s in stages}
+@contextmanager
+def per_image_run(name: str, cfg: Any, ids: Sequence[str], output: ArtifactSet,
+                  inputs: dict[str, Any] | None = None) -> Iterator[PerImageRun]:
+    """Run a per-image stage writing ``output``: yields the run with this shard's pending ids;
+    on leaving, counts the outputs (or marks the run failed on an error)."""
+    base = _claim(name, cfg, [output.folder], output.folder, inputs)
+    shard = Shard.parse(cfg.shard)
+    job = PerImageRun(**vars(base), ids=ids, output=output,
+                      todo=output.missing(shard.select(ids)), runtime=cfg.runtime)
+    job.logger.info("%d images to do (%d in split %s)", len(job.todo), len(ids),
+                    getattr(cfg, "split", "-"))
+    try:
+        yield job
+    except BaseException as e:
+        job.fail(e)
+        raise
+    job.finish()
 
 
-def pending_ids(ids: Sequence[str], shard: Shard, output: Callable[[str], Path]) -> list[str]:
-    """This shard's ids whose output file does not exist yet (outputs appear atomically)."""
-    return [i for i in shard.select(ids) if not output(i).exists()]
-
-
-def finish_per_image(stage: Stage, ids: Sequence[str], output: Callable[[str], Path]) -> None:
-    """Count the outputs of the whole split; the stage is done when every one exists.
-
-    The count is taken under the workdir lock: of shards finishing together, the last
-    to write must have seen every output of the others.
-    """
-    if not stage.writes_state:
-        return
-    summary: dict[str, Any] = {}
-
-    def count() -> dict[str, Any]:
-        present = sum(output(i).exists() for i in ids)
-        summary.update(status="done" if present == len(ids) else "partial", count=present,
-                       total=len(ids))
-        return summary
-
-    stage.workdir.update_stage(stage.name, count, seconds=round(time.time() - stage.started, 2),
-                               versions=versions())
-    stage.logger.info("%d/%d outputs present (%s)", summary["count"], len(ids), summary["status"])
-
-
-def finish_training(stage: Stage, **fields_: Any) -> None:
-    """Mark a training stage done (rank 0 only under torchrun)."""
-    if not stage.writes_state:
-        return
-    stage.workdir.update_stage(stage.name, status="done",
-                               seconds=round(time.time() - stage.started, 2),
-                               versions=versions(), **fields_)
+@contextmanager
+def training_run(stage: str, cfg: TrainingConfig, kind: str,
+                 inputs: dict[str, Any] | None = None) -> Iterator[TrainingRun]:
+    """Run a training stage writing a model of ``kind`` (to ``--out`` or the kind's folder):
+    yields the run (``finished_before`` when that model exists with these settings); on
+    leaving, marks it done with ``job.record`` (or failed on an error)."""
+    layout = Layout(cfg.workdir)
+    model_dir = layout.root / cfg.out if cfg.out else layout.model_dir(kind)
+    name = entry_name(stage, model_dir.name, layout.model_dir(kind).name)
+    base = _claim(name, cfg, [model_dir / "model.pt", model_dir / "last.pt"], model_dir, inputs)
+    job = TrainingRun(**vars(base), model_dir=model_dir)
+    job.finished_before = job.finished_before and job.model.exists()
+    if job.finished_before:
+        job.logger.info("already trained with these settings: %s", job.model)
+    try:
+        yield job
+    except BaseException as e:
+        job.fail(e)
+        raise
+    if job.writes_state and not job.finished_before:
+        job.workdir.update_stage(job.name, status="done", seconds=job.elapsed(), versions=versions(),
+                                 **job.record)
 
 
 def versions() -> dict[str, str]:
@@ -208,12 +322,12 @@ def versions() -> dict[str, str]:
     return {"wsss": wsss_cli.__version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
-def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, workdir: Path,
+def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, classifier: Path,
                      **options: int) -> Any:
     """Build backbone ``name`` (``options`` go to its constructor) with its initial weights.
 
     ``pretrained``: ``none``, ``imagenet``, a path, or ``cls`` for the backbone of the
-    trained classifier ``WORKDIR/cls/model.pt`` (same backbone required).
+    trained classifier at ``classifier`` (same backbone required).
     """
     from wsss_cli.models.backbones import build_backbone, freeze_batchnorm
     from wsss_cli.models.weights import load_pretrained
@@ -221,9 +335,8 @@ def prepare_backbone(name: str, pretrained: str, freeze_bn: bool, workdir: Path,
 
     backbone = build_backbone(name, **options)
     if pretrained == "cls":
-        path = Path(workdir) / "cls" / "model.pt"
-        ckpt = load_checkpoint(path)
-        check_meta(path, ckpt.get("meta", {}), {"backbone": name})
+        ckpt = load_checkpoint(classifier)
+        check_meta(classifier, ckpt.get("meta", {}), {"backbone": name})
         prefix = "backbone."
         backbone.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items()
                                   if k.startswith(prefix)})

@@ -8,7 +8,7 @@ threshold (background score = the threshold, normalised per pixel).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +19,57 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
 from wsss_cli.inference import scores_to_label
+from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
-from wsss_cli.workdir import read_cams, write_json
+from wsss_cli.stages.common import (
+    crf_iters_option,
+    data_option,
+    jobs_option,
+    set_option,
+    split_option,
+    workdir_option,
+)
+from wsss_cli.workdir import ArtifactSet, Layout, read_cams, write_json
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalCamsConfig:
-    data: Path
-    workdir: Path
-    split: str = "train"
-    crf: bool = False  # also evaluate CAM + dense CRF at the best threshold
-    jobs: int = 1
-    runtime: Runtime = Runtime()
+    data: Path = data_option()
+    workdir: Path = workdir_option()
+    split: str = split_option()
+    cams: str = set_option(Layout.CAMS, "CAM set to evaluate")
+    crf: bool = option(False, "Also evaluate CAM + dense CRF at the best threshold.")
+    crf_iters: int = crf_iters_option()
+    jobs: int = jobs_option()
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
-def _crf_confusion(data: VocDataset, cam_dir: Path, image_id: str, threshold: float) -> np.ndarray:
+def _crf_confusion(data: VocDataset, cam_set: ArtifactSet, image_id: str, threshold: float,
+                   crf_iters: int) -> np.ndarray:
     """Confusion matrix of argmax CRF([t, CAMs] normalised per pixel) for one image."""
-    classes, cams = read_cams(cam_dir / f"{image_id}.npz")
+    classes, cams = read_cams(cam_set.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)
     scores = np.concatenate([np.full((1, *gt.shape), threshold, np.float32), cams])
-    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=10)
+    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters)
     return ops.confusion_matrix(pred, gt, data.num_classes)
 
 
 def run(cfg: EvalCamsConfig) -> dict:
-    """Evaluate ``WORKDIR/cams``; writes and returns ``WORKDIR/eval/cams_<split>.json``."""
+    """Evaluate a CAM set; writes and returns ``WORKDIR/eval/<cams>_<split>.json``."""
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
     if not data.has_masks(ids):
         raise WsssError(f"--split {cfg.split}: no ground-truth masks under {data.root} to evaluate")
-    cam_dir = Path(cfg.workdir) / "cams"
+    layout = Layout(cfg.workdir)
+    cam_set = layout.cams(cfg.cams)
     sweep = ThresholdSweep(THRESHOLDS, data.num_classes)
     for image_id in cfg.runtime.progress(ids, "eval-cams"):
-        classes, cams = read_cams(cam_dir / f"{image_id}.npz")
+        classes, cams = read_cams(cam_set.path(image_id))
         gt = data.read_mask(image_id)
         if cams.shape[1:] != gt.shape and len(classes):
-            raise WsssError(f"{cam_dir / image_id}.npz: CAM size {cams.shape[1:]} differs from "
+            raise WsssError(f"{cam_set.path(image_id)}: CAM size {cams.shape[1:]} differs from "
                             f"its mask {gt.shape}")
         sweep.add(gt, cams, classes)
     confusions = sweep.confusions()
@@ -71,10 +84,10 @@ def run(cfg: EvalCamsConfig) -> dict:
     }
     if cfg.crf:
         jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_crf_confusion)(data, cam_dir, i, THRESHOLDS[best]) for i in ids)
+            delayed(_crf_confusion)(data, cam_set, i, THRESHOLDS[best], cfg.crf_iters) for i in ids)
         confusion = sum(cfg.runtime.progress(jobs, "eval-cams crf", total=len(ids)))
         result["crf"] = iou_summary(confusion, data.classes)
-    write_json(Path(cfg.workdir) / "eval" / f"cams_{cfg.split}.json", result)
+    write_json(layout.eval(f"{cfg.cams}_{cfg.split}"), result)
     if not cfg.runtime.quiet:
         rows = [(f"{THRESHOLDS[i]:.2f}", mious[i]) for i in range(0, len(THRESHOLDS), 5)]
         print(format_table(["threshold", "mIoU"], rows))

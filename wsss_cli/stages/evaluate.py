@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from wsss_cli import ops
 from wsss_cli.data.dataset import VOC_CLASSES
-from wsss_cli.data.io import read_mask
 from wsss_cli.errors import WsssError
-from wsss_cli.evaluation import format_iou_table, iou_summary
+from wsss_cli.evaluation import evaluate_folder, format_iou_table
+from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
 from wsss_cli.workdir import write_json
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    pred: Path
-    gt: Path
-    num_classes: int | None = None  # default: len(classes file) or 21
-    classes: Path | None = None  # classes.txt, background first
-    ids: Path | None = None  # a split file; default every PNG in pred
-    out: Path | None = None  # default PRED/eval.json
-    runtime: Runtime = Runtime()
+    pred: Path = option(help="Folder of predicted PNGs.", exists=True, file_okay=False)
+    gt: Path = option(help="Folder of ground-truth PNGs.", exists=True, file_okay=False)
+    num_classes: int | None = option(None, "Classes incl. background.", min=2,
+                                     default_text="from --classes, else 21")
+    classes: Path | None = option(None, "classes.txt (background first) for the table's names.",
+                                  exists=True, dir_okay=False)
+    ids: Path | None = option(None, "Split file of ids to evaluate.", exists=True, dir_okay=False,
+                              default_text="every PNG in --pred")
+    out: Path | None = option(None, "JSON result.", dir_okay=False, default_text="PRED/eval.json")
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def class_names(cfg: EvalConfig) -> tuple[str, ...]:
@@ -38,27 +38,11 @@ def class_names(cfg: EvalConfig) -> tuple[str, ...]:
     return names
 
 
-def evaluate_folder(pred: Path, gt: Path, ids: list[str], names: tuple[str, ...],
-                    runtime: Runtime) -> dict:
-    """Accumulate one confusion matrix over ``ids`` and summarise it."""
-    confusion = np.zeros((len(names), len(names)), np.int64)
-    for image_id in runtime.progress(ids, "eval"):
-        p, g = read_mask(pred / f"{image_id}.png"), read_mask(gt / f"{image_id}.png")
-        if p.shape != g.shape:
-            raise WsssError(f"{pred / image_id}.png: size {p.shape[::-1]} differs from its "
-                            f"ground truth {g.shape[::-1]}")
-        try:
-            confusion += ops.confusion_matrix(p, g, len(names))
-        except ValueError as e:
-            raise WsssError(f"{pred / image_id}.png: {e}") from None
-    return {**iou_summary(confusion, names), "images": len(ids)}
-
-
 def run(cfg: EvalConfig) -> dict:
     pred, gt = Path(cfg.pred), Path(cfg.gt)
-    for folder, option in ((pred, "--pred"), (gt, "--gt")):
+    for folder, flag in ((pred, "--pred"), (gt, "--gt")):
         if not folder.is_dir():
-            raise WsssError(f"{option} {folder}: not a folder")
+            raise WsssError(f"{flag} {folder}: not a folder")
     if cfg.ids is not None:
         ids = [ln.split()[0] for ln in Path(cfg.ids).read_text().splitlines() if ln.strip()]
     else:

@@ -18,66 +18,44 @@ from joblib import Parallel, delayed
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
-from wsss_cli.runtime import Runtime
+from wsss_cli.inference import with_background
+from wsss_cli.options import option
 from wsss_cli.stages.common import (
-    finish_per_image,
-    pending_ids,
-    start_stage,
-    unhashed,
-    upstream,
+    PerImageConfig,
+    crf_iters_option,
+    jobs_option,
+    per_image_run,
+    set_option,
 )
-from wsss_cli.workdir import Shard, read_cams
+from wsss_cli.workdir import ArtifactSet, Layout, Workdir, entry_name, read_cams
+
+STAGE = "make-aff-labels"
 
 
-@dataclass(frozen=True)
-class CrfConfig:
-    """PSA's ``crf_inference`` parameters."""
-
-    iters: int = 10
-    gauss_sxy: float = 3
-    gauss_compat: float = 3
-    bilateral_sxy: float = 80
-    bilateral_srgb: float = 13
-    bilateral_compat: float = 10
-
-
-@dataclass(frozen=True)
-class MakeAffLabelsConfig:
-    data: Path
-    workdir: Path = unhashed()
-    split: str = "train"
-    alpha_low: float = 4
-    alpha_high: float = 32
-    crf_iters: int = 10
-    jobs: int = unhashed(1)
-    shard: str | None = unhashed(None)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
+@dataclass(frozen=True, kw_only=True)
+class MakeAffLabelsConfig(PerImageConfig):
+    alpha_low: float = option(4.0, "Background exponent of the strong background (confident "
+                                   "foreground).", min=0, min_open=True)
+    alpha_high: float = option(32.0, "Background exponent of the weak background (confident "
+                                     "background).", min=0, min_open=True)
+    crf_iters: int = crf_iters_option()
+    jobs: int = jobs_option()
+    cams: str = set_option(Layout.CAMS, "CAM set to read")
+    out: str = set_option(Layout.AFF_LABELS, "Affinity-label set to write")
 
 
-def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
-    """``[n, H, W]`` CAMs -> ``[1 + n, H, W]`` with ``(1 - max CAM)^alpha`` as channel 0."""
-    peak = cams.max(axis=0) if len(cams) else np.zeros(cams.shape[1:], np.float32)
-    background = np.power(1 - peak, alpha)[None]
-    return np.concatenate([background, cams]).astype(np.float32)
-
-
-def crf_labels(image: np.ndarray, scores: np.ndarray, crf: CrfConfig) -> np.ndarray:
+def crf_labels(image: np.ndarray, scores: np.ndarray, iters: int) -> np.ndarray:
     """argmax of the CRF posterior of ``scores`` ``[K, H, W]`` -> channel index ``[H, W]``.
 
     The scores go in unnormalised, as PSA's ``_crf_with_alpha`` does (the unary is
     ``-log`` of the clipped score).
     """
-    posterior = ops.dense_crf(image, scores, iters=crf.iters, gauss_sxy=crf.gauss_sxy,
-                              gauss_compat=crf.gauss_compat, bilateral_sxy=crf.bilateral_sxy,
-                              bilateral_srgb=crf.bilateral_srgb,
-                              bilateral_compat=crf.bilateral_compat)
-    return posterior.argmax(axis=0)
+    return ops.dense_crf(image, scores, iters=iters).argmax(axis=0)
 
 
 def affinity_label_map(
     image: np.ndarray, cams: np.ndarray, classes: np.ndarray, alpha_low: float,
-    alpha_high: float, crf: CrfConfig,
+    alpha_high: float, crf_iters: int,
 ) -> np.ndarray:
     """uint8 ``[H, W]``: 0 confident background, c confident class c, 255 unsure."""
     if len(classes) == 0:
@@ -85,38 +63,33 @@ def affinity_label_map(
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
     low = with_background(cams, alpha_low)
     high = with_background(cams, alpha_high)
-    label_low = crf_labels(image, low, crf)
-    label_high = crf_labels(image, high, crf)
+    label_low = crf_labels(image, low, crf_iters)
+    label_high = crf_labels(image, high, crf_iters)
     label = np.where(label_low > 0, channel_class[label_low], 255).astype(np.uint8)
     label[label_high == 0] = 0
     label[low.max(axis=0) < 1e-5] = 255  # no score at all: nothing to trust
     return label
 
 
-def _one_image(data: VocDataset, cam_dir: Path, out_dir: Path, image_id: str,
+def _one_image(data: VocDataset, cams: ArtifactSet, labels: ArtifactSet, image_id: str,
                cfg: MakeAffLabelsConfig) -> None:
-    classes, cams = read_cams(cam_dir / f"{image_id}.npz")
+    classes, scores = read_cams(cams.path(image_id))
     image = data.read_image(image_id)
-    label = affinity_label_map(image, cams, classes, cfg.alpha_low, cfg.alpha_high,
-                               CrfConfig(iters=cfg.crf_iters))
-    write_palette_png(out_dir / f"{image_id}.png", label)
+    label = affinity_label_map(image, scores, classes, cfg.alpha_low, cfg.alpha_high,
+                               cfg.crf_iters)
+    write_palette_png(labels.path(image_id), label)
 
 
 def run(cfg: MakeAffLabelsConfig) -> Path:
-    """Write ``WORKDIR/aff_labels/<id>.png`` for every image of the split."""
+    """Write ``WORKDIR/<out>/<id>.png`` for every image of the split."""
     data = VocDataset(cfg.data)
-    ids = data.ids(cfg.split)
-    workdir = Path(cfg.workdir)
-    cam_dir, out_dir = workdir / "cams", workdir / "aff_labels"
-    stage = start_stage("make-aff-labels", cfg, out_dir, [out_dir], cfg.overwrite,
-                        upstream(workdir, "dump-cams"))
-    output = lambda i: out_dir / f"{i}.png"  # noqa: E731
-    todo = pending_ids(ids, Shard.parse(cfg.shard), output)
-    stage.logger.info("%d images to do (%d in split %s), %d jobs", len(todo), len(ids),
-                      cfg.split, cfg.jobs)
-    jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-        delayed(_one_image)(data, cam_dir, out_dir, i, cfg) for i in todo)
-    for _ in cfg.runtime.progress(jobs, "make-aff-labels", total=len(todo)):
-        pass
-    finish_per_image(stage, ids, output)
-    return out_dir
+    layout = Layout(cfg.workdir)
+    cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
+    inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data.ids(cfg.split),
+                       labels, inputs) as job:
+        jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
+            delayed(_one_image)(data, cams, labels, i, cfg) for i in job.todo)
+        for _ in job.progress(jobs):
+            pass
+    return labels.folder

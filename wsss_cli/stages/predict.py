@@ -9,84 +9,68 @@ Works on a dataset split (``--data --split``) or on a plain folder of images
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from wsss_cli.data.dataset import ImageFolder, VocDataset
 from wsss_cli.errors import WsssError
-from wsss_cli.inference import LabelTask, multiscale_sum, prepare_inference, write_labels
+from wsss_cli.inference import LabelTask, class_probs, prepare_inference, write_labels
+from wsss_cli.models.kinds import load_model
+from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
-from wsss_cli.stages.common import finish_per_image, pending_ids, start_stage, unhashed
-from wsss_cli.training import check_meta, load_checkpoint
-from wsss_cli.workdir import Shard, file_digest
+from wsss_cli.stages.common import (
+    amp_option,
+    crf_iters_option,
+    data_option,
+    jobs_option,
+    overwrite_option,
+    per_image_run,
+    shard_option,
+    split_option,
+    workdir_option,
+    workers_option,
+)
+from wsss_cli.workdir import Layout, file_digest
+
+STAGE = "predict"
+SEGMENTERS = ("seg", "single-stage")  # the checkpoint kinds predict can run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PredictConfig:
-    workdir: Path = unhashed()
-    data: Path | None = None
-    split: str = "val"
-    images: Path | None = None  # a plain image folder instead of --data/--split
-    model: Path | None = None  # default WORKDIR/seg/model.pt, else WORKDIR/single_stage/model.pt
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = True
-    crf: bool = True  # DeepLab v1/v2 end with it; tiny nets: +2.2 val mIoU toy, +9.8 held-out
-    crf_iters: int = 10
-    out: str | None = None  # folder under WORKDIR; default pred/<split or images folder name>
-    amp: bool = True
-    workers: int = unhashed(2)
-    jobs: int = unhashed(1)
-    shard: str | None = unhashed(None)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
+    workdir: Path = workdir_option()
+    data: Path | None = data_option(None)
+    split: str = split_option("val")
+    images: Path | None = option(None, "A folder of images to predict instead of a dataset split.",
+                                 exists=True, file_okay=False)
+    model: Path | None = option(None, "Segmentation or single-stage checkpoint.", dir_okay=False,
+                                default_text="WORKDIR/seg/model.pt, else WORKDIR/single_stage/model.pt")
+    scales: tuple[float, ...] = option((1.0,), "Inference scales whose softmax outputs are averaged, "
+                                               "e.g. 0.5,0.75,1.0,1.25.")
+    flip: bool = option(True, "Add the mirrored image at every scale.")
+    crf: bool = option(True, "Dense CRF on the predicted probabilities, as DeepLab's inference ends.")
+    crf_iters: int = crf_iters_option()
+    out: str | None = option(None, "Output folder under WORKDIR.", metavar="NAME",
+                             default_text="pred/<split or images folder name>")
+    amp: bool = amp_option()
+    workers: int = workers_option()
+    jobs: int = jobs_option()
+    shard: str | None = shard_option()
+    overwrite: bool = overwrite_option()
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
-# checkpoint kind -> (stage module, its function building the network from a checkpoint);
-# imported on use, so a seg model does not import the single-stage network and back
-_BUILDERS = {"seg": ("train_seg", "seg_net_from_checkpoint"),
-             "single-stage": ("train_single_stage", "single_stage_net_from_checkpoint")}
-
-
-def load_segmenter(path: Path, num_classes: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a train-seg or train-single-stage checkpoint (eval mode) and its meta.
-
-    ``num_classes`` (background included), when given, must match the checkpoint's.
-    """
-    ckpt = load_checkpoint(path)
-    meta = ckpt.get("meta", {})
-    if meta.get("kind") not in _BUILDERS:
-        raise WsssError(f"{path}: a {meta.get('kind', 'unknown')!r} checkpoint, not a "
-                        "train-seg or train-single-stage model")
-    if num_classes is not None:
-        check_meta(path, meta, {"num_classes": num_classes})
-    module_name, builder = _BUILDERS[meta["kind"]]
-    module = importlib.import_module(f"wsss_cli.stages.{module_name}")
-    return getattr(module, builder)(ckpt).eval(), meta
-
-
-def class_probs(model: nn.Module, image: np.ndarray, scales: tuple[float, ...], flip: bool,
-                device: torch.device, amp: bool = False) -> np.ndarray:
-    """Class distribution ``[K, H, W]`` float32 of an RGB uint8 image ``[H, W, 3]``: the
-    softmax of ``model.segment`` averaged over scales and flips."""
-    total = multiscale_sum(lambda x: model.segment(x).float().softmax(dim=1), image, scales, flip,
-                           device, amp)
-    return (total / (len(scales) * (2 if flip else 1))).cpu().numpy()
-
-
-def default_model(workdir: Path) -> Path:
+def default_model(layout: Layout) -> Path:
     """``seg/model.pt`` when train-seg ran, else ``single_stage/model.pt``."""
-    for candidate in (workdir / "seg" / "model.pt", workdir / "single_stage" / "model.pt"):
+    candidates = [layout.model(kind) for kind in SEGMENTERS]
+    for candidate in candidates:
         if candidate.exists():
             return candidate
-    raise WsssError(f"--model not given and neither {workdir / 'seg/model.pt'} nor "
-                    f"{workdir / 'single_stage/model.pt'} exists (run train-seg first)")
+    raise WsssError(f"--model not given and neither {candidates[0]} nor {candidates[1]} exists "
+                    "(run train-seg first)")
 
 
 def _source(cfg: PredictConfig) -> tuple[VocDataset | ImageFolder, list[str], str]:
@@ -102,28 +86,23 @@ def _source(cfg: PredictConfig) -> tuple[VocDataset | ImageFolder, list[str], st
 
 def run(cfg: PredictConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image; returns the folder."""
-    workdir = Path(cfg.workdir)
+    layout = Layout(cfg.workdir)
     images, ids, name = _source(cfg)
-    model_path = Path(cfg.model) if cfg.model else default_model(workdir)
+    model_path = Path(cfg.model) if cfg.model else default_model(layout)
     num_classes = images.num_classes if isinstance(images, VocDataset) else None
-    model, _ = load_segmenter(model_path, num_classes)
-    out = cfg.out or f"pred/{name}"
-    out_dir = workdir / out
-    stage = start_stage(f"predict:{out}", cfg, out_dir, [out_dir], cfg.overwrite,
-                        {"model_digest": file_digest(model_path)})
-    output = lambda i: out_dir / f"{i}.png"  # noqa: E731
-    todo = pending_ids(ids, Shard.parse(cfg.shard), output)
-    stage.logger.info("%d images to do (%d in %s), model %s", len(todo), len(ids), name, model_path)
+    model, _ = load_model(model_path, SEGMENTERS, num_classes)
+    predictions = layout.labels(cfg.out) if cfg.out else layout.predictions(name)
+    with per_image_run(f"{STAGE}:{predictions.name}", cfg, ids, predictions,
+                       {"model_digest": file_digest(model_path)}) as job:
+        job.logger.info("model %s", model_path)
+        device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, images, job.todo,
+                                                cfg.workers)
 
-    device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, images, todo, cfg.workers)
+        def predicted() -> Iterator[LabelTask]:
+            for image_id, image in loader:
+                image = image.numpy()
+                probs = class_probs(model, image, cfg.scales, cfg.flip, device, amp)
+                yield predictions.path(image_id), image, probs, np.arange(1, len(probs))
 
-    def predicted() -> Iterator[LabelTask]:
-        for image_id, image in loader:
-            image = image.numpy()
-            probs = class_probs(model, image, cfg.scales, cfg.flip, device, amp)
-            yield output(image_id), image, probs, np.arange(1, len(probs))
-
-    write_labels(predicted(), cfg.crf, cfg.crf_iters, cfg.jobs,
-                 lambda items: cfg.runtime.progress(items, "predict", total=len(todo)))
-    finish_per_image(stage, ids, output)
-    return out_dir
+        write_labels(predicted(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress)
+    return predictions.folder

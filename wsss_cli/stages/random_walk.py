@@ -21,47 +21,54 @@ import torch.nn.functional as F
 from wsss_cli import ops
 from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.inference import LabelTask, prepare_inference, write_labels
+from wsss_cli.inference import LabelTask, prepare_inference, with_background, write_labels
 from wsss_cli.models.affinity_net import AffinityNet
-from wsss_cli.runtime import Runtime
+from wsss_cli.models.kinds import load_model
+from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
-    finish_per_image,
-    pending_ids,
-    start_stage,
-    unhashed,
-    upstream,
+    PerImageConfig,
+    amp_option,
+    crf_iters_option,
+    jobs_option,
+    per_image_run,
+    set_option,
+    workers_option,
 )
-from wsss_cli.stages.make_aff_labels import with_background
-from wsss_cli.stages.train_aff import load_affinity_net
-from wsss_cli.workdir import Shard, file_digest, read_cams
+from wsss_cli.workdir import Layout, Workdir, entry_name, file_digest, read_cams
+
+STAGE = "random-walk"
 
 
-@dataclass(frozen=True)
-class RandomWalkConfig:
-    data: Path
-    workdir: Path = unhashed()
-    split: str = "train"
-    aff_model: Path | None = None  # default WORKDIR/aff/model.pt
-    alpha: float | None = None  # None = WALK_ALPHA of the AffinityNet's backbone
-    beta: float = 8
-    logt: int | None = None  # None = auto_logt(grid)
-    walk_scale: float | None = None  # None = auto_walk_scale(image)
-    radius: int = 5
-    crf: bool = True
-    crf_iters: int = 10
-    out: str = "pseudo"  # folder name under WORKDIR
-    amp: bool = True
-    workers: int = unhashed(2)
-    jobs: int = unhashed(1)
-    shard: str | None = unhashed(None)
-    overwrite: bool = unhashed(False)
-    runtime: Runtime = Runtime()
+@dataclass(frozen=True, kw_only=True)
+class RandomWalkConfig(PerImageConfig):
+    aff_model: Path | None = option(None, "AffinityNet checkpoint.", dir_okay=False,
+                                    default_text="WORKDIR/aff/model.pt")
+    alpha: float | None = option(None, "Background score (1 - max CAM)^alpha.", min=0, min_open=True,
+                                 default_text="PSA's 16; 8 for tiny, whose from-scratch CAMs stay "
+                                              "~0.2-0.3 off the objects")
+    beta: float = option(float(default_of(ops.random_walk, "beta")), "Affinity sharpening a^beta.",
+                         min=0, min_open=True)
+    logt: int | None = option(None, "The walk takes 2^logt steps.", min=0, max=12,
+                              default_text="auto, PSA's 8 on VOC-sized images (~63x47 grid), "
+                                           "8 + 2 log2(grid side / 54) elsewhere, e.g. 4 at 128 px")
+    radius: int = option(default_of(ops.random_walk, "radius"),
+                         "Neighbourhood radius on the feature grid.", min=2)
+    walk_scale: float | None = option(None, "Resize images by this factor before AffinityNet and "
+                                            "the walk.", min=0.25, max=8,
+                                      default_text="auto, the integer factor bringing the short "
+                                                   "side to 256 px: 1 on VOC, 2 at 128 px")
+    crf: bool = option(True, "Dense CRF on the walked scores.")
+    crf_iters: int = crf_iters_option()
+    out: str = option(Layout.PSEUDO, "Pseudo-label set to write (a folder name under WORKDIR).",
+                      metavar="NAME")
+    cams: str = set_option(Layout.CAMS, "CAM set to read")
+    amp: bool = amp_option()
+    workers: int = workers_option()
+    jobs: int = jobs_option()
 
 
-# PSA's background exponent 16 suits ImageNet-pretrained CAMs, near 0 off the objects;
-# a tiny net trained from scratch leaves a CAM floor of ~0.2-0.3 there (best CAM thresholds
-# 0.37-0.46), which (1 - 0.3)^16 = 0.003 cannot outweigh. Measured, make-pseudo mIoU with
-# alpha 8 vs 16: toy 83.62 vs 83.39, held-out (bench/heldout_data.py) 62.05 vs 59.80.
+# PSA's background exponent 16 suits ImageNet-pretrained CAMs, near 0 off the objects; a
+# tiny net from scratch leaves a CAM floor of ~0.2-0.3 there (docs/results.md#random-walk)
 WALK_ALPHA = {"tiny": 8.0}
 PSA_WALK_ALPHA = 16.0
 
@@ -74,8 +81,8 @@ def auto_logt(grid_h: int, grid_w: int) -> int:
 
     A random walk spreads about sqrt(steps) cells, so keeping its reach at the same
     fraction of the image needs steps proportional to the grid's area:
-    ``logt = 8 + 2 log2(side / side_VOC)`` (side = sqrt(h*w)), clamped to 1..10. Measured
-    on 128 px images (16 x 16 grid), walk + CRF: logt 4 gave 80.8 mIoU, logt 8 gave 76.2.
+    ``logt = 8 + 2 log2(side / side_VOC)`` (side = sqrt(h*w)), clamped to 1..10
+    (measured: docs/results.md#random-walk).
     """
     side = (grid_h * grid_w) ** 0.5
     return int(min(10, max(1, round(8 + 2 * math.log2(side / _PSA_GRID_SIDE)))))
@@ -126,31 +133,26 @@ def walk_scores(
 def run(cfg: RandomWalkConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
     data = VocDataset(cfg.data)
-    ids = data.ids(cfg.split)
-    workdir = Path(cfg.workdir)
-    model_path = Path(cfg.aff_model or workdir / "aff" / "model.pt")
-    model, backbone = load_affinity_net(model_path)
+    layout = Layout(cfg.workdir)
+    model_path = Path(cfg.aff_model or layout.model("aff"))
+    model, meta = load_model(model_path, ("aff",))
     if cfg.alpha is None:
-        cfg = replace(cfg, alpha=WALK_ALPHA.get(backbone, PSA_WALK_ALPHA))
-    out_dir = workdir / cfg.out
-    stage = start_stage(f"random-walk:{cfg.out}" if cfg.out != "pseudo" else "random-walk",
-                        cfg, out_dir, [out_dir], cfg.overwrite,
-                        {**upstream(workdir, "dump-cams"), "model_digest": file_digest(model_path)})
-    output = lambda i: out_dir / f"{i}.png"  # noqa: E731
-    todo = pending_ids(ids, Shard.parse(cfg.shard), output)
-    stage.logger.info("%d images to do (%d in split %s)", len(todo), len(ids), cfg.split)
+        cfg = replace(cfg, alpha=WALK_ALPHA.get(meta["backbone"], PSA_WALK_ALPHA))
+    cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
+    inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
+              "model_digest": file_digest(model_path)}
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data.ids(cfg.split), labels,
+                       inputs) as job:
+        device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, job.todo,
+                                                cfg.workers)
 
-    device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, todo, cfg.workers)
+        def walked() -> Iterator[LabelTask]:
+            for image_id, image in loader:
+                image = image.numpy()
+                classes, scores = read_cams(cams.path(image_id))
+                scores = walk_scores(model, image, scores, cfg.alpha, cfg.beta, cfg.logt,
+                                     cfg.radius, device, amp, cfg.walk_scale)
+                yield labels.path(image_id), image, scores, classes
 
-    def walked() -> Iterator[LabelTask]:
-        for image_id, image in loader:
-            image = image.numpy()
-            classes, cams = read_cams(workdir / "cams" / f"{image_id}.npz")
-            scores = walk_scores(model, image, cams, cfg.alpha, cfg.beta, cfg.logt, cfg.radius,
-                                 device, amp, cfg.walk_scale)
-            yield output(image_id), image, scores, classes
-
-    write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs,
-                 lambda items: cfg.runtime.progress(items, "random-walk", total=len(todo)))
-    finish_per_image(stage, ids, output)
-    return out_dir
+        write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress)
+    return labels.folder

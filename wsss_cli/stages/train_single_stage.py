@@ -19,29 +19,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from wsss_cli import ops
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.errors import WsssError
-from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.single_stage import HeadConfig, SingleStageNet, head_defaults
+from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
     TrainingConfig,
+    backbone_option,
     fill_from_preset,
-    finish_training,
     prepare_backbone,
-    start_stage,
+    training_run,
 )
-from wsss_cli.training import fit, param_groups
+from wsss_cli.training import StepContext, fit, param_groups
+from wsss_cli.workdir import Layout
 
 STAGE = "train-single-stage"
 KIND = "single-stage"
@@ -55,26 +53,29 @@ PRESETS: dict[str, dict] = {
     "vgg16": {**_REFERENCE, "epochs": 32, "crop_size": 448},
     "resnet50": {**_REFERENCE, "epochs": 20, "crop_size": 448, "lr": 5e-4},
     "resnet101": {**_REFERENCE, "epochs": 20, "crop_size": 448},
-    # From scratch on 64-160 px images on a CPU, measured on held-out toy-like data:
-    # AdamW as the other tiny presets; batch 8 (twice the updates of 16 per epoch: +3 mIoU
-    # at equal epochs); crop 112 (faster than 128 and better); weak colour jitter, whose
-    # hue shift at 0.3 erased the colour cues a small network learns first (+10 mIoU).
+    # from scratch on 64-160 px images on a CPU (docs/results.md#train-single-stage)
     "tiny": dict(pretrained="none", optimizer="adamw", epochs=28, batch_size=8, lr=3e-3,
                  weight_decay=5e-4, crop_size=112, pretrain_epochs=4, color_jitter=0.1),
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainSingleStageConfig(TrainingConfig):
-    backbone: str = "resnet38"
-    pretrain_epochs: int | None = None
-    focal_p: float = 3.0
-    focal_lambda: float = 0.01
-    sg_psi: float = 0.3
-    pamr_iters: int = 10
-    pamr_dilations: tuple[float, ...] = (1, 2, 4, 8, 12, 24)
-    scale_range: tuple[float, float] = (0.9, 1.0)
-    color_jitter: float | None = None  # AugmentConfig.color_jitter; no CLI option
+    backbone: str = backbone_option()
+    pretrain_epochs: int | None = option(None, "Epochs of classification loss only before the mask "
+                                               "loss joins.", min=0,
+                                         default_text="per backbone; the paper's 5 of 24 for resnet38")
+    focal_p: float = option(float(default_of(ops.ngwp, "focal_p")),
+                            "Focal mask penalty exponent p (nGWP).", min=0)
+    focal_lambda: float = option(default_of(ops.ngwp, "focal_lambda"),
+                                 "Focal mask penalty weight lambda (nGWP).", min=0)
+    sg_psi: float = option(default_of(ops.stochastic_gate, "psi"),
+                           "Stochastic gate: probability of dropping the deep features.", min=0, max=1)
+    pamr_iters: int = option(10, "PAMR iterations.", min=1)
+    pamr_dilations: tuple[float, ...] = option((1, 2, 4, 8, 12, 24), "PAMR neighbourhood dilations.")
+    scale_range: tuple[float, float] = option((0.9, 1.0), "Random rescaling range of the training "
+                                                          "images.", metavar="MIN MAX")
+    color_jitter: float | None = option(None, "Colour jitter strength.", cli=False)
 
     def resolved(self) -> TrainSingleStageConfig:
         """Unset options filled from the backbone's preset; dilations made integers (the
@@ -92,20 +93,6 @@ class TrainSingleStageConfig(TrainingConfig):
     def head_config(self) -> HeadConfig:
         return HeadConfig(**head_defaults(self.backbone), psi=self.sg_psi, focal_p=self.focal_p,
                           focal_lambda=self.focal_lambda)
-
-
-class EpochTaggedSet(Dataset):
-    """``set[(epoch, i)]`` -> the wrapped sample plus ``epoch`` (int64): ``fit`` hands the
-    step function only the batch, and the mask loss starts after the pretraining epochs."""
-
-    def __init__(self, inner: Dataset):
-        self.inner = inner
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, ...]:
-        return (*self.inner[key], np.int64(key[0]))
 
 
 def refined_masks(images: Tensor, masks: Tensor, labels: Tensor, dilations: Sequence[int],
@@ -152,12 +139,12 @@ def balanced_mask_loss(logits: Tensor, pseudo: Tensor, labels: Tensor) -> Tensor
 
 @dataclass
 class SingleStageStep:
-    """``fit``'s step function: batch = (images, labels, epoch) -> the total loss.
+    """``fit``'s step function: batch = (images, labels) -> the total loss.
 
-    The mask loss joins after ``pretrain_epochs`` epochs: the masks of a network that
-    cannot classify yet would only teach it noise. ``last`` keeps the detached parts of
-    the latest batch (``cls``, and ``mask`` once it counts); :meth:`epoch_end` gives
-    their epoch means for ``metrics.jsonl``.
+    The mask loss joins after ``pretrain_epochs`` epochs (``ctx.epoch`` counts from 0):
+    the masks of a network that cannot classify yet would only teach it noise. ``last``
+    keeps the detached parts of the latest batch (``cls``, and ``mask`` once it counts);
+    :meth:`epoch_end` gives their epoch means for ``metrics.jsonl``.
     """
 
     pretrain_epochs: int
@@ -167,12 +154,12 @@ class SingleStageStep:
     _sums: dict[str, Tensor] = field(default_factory=dict)
     _steps: int = 0
 
-    def __call__(self, net: nn.Module, batch: list[Tensor]) -> Tensor:
-        images, labels, epoch = batch
+    def __call__(self, net: nn.Module, batch: list[Tensor], ctx: StepContext) -> Tensor:
+        images, labels = batch
         out = net(images.contiguous(memory_format=torch.channels_last))
         loss = F.multilabel_soft_margin_loss(out.scores, labels)
         self.last = {"cls": loss.detach()}
-        if int(epoch[0]) >= self.pretrain_epochs:
+        if ctx.epoch >= self.pretrain_epochs:
             refined = refined_masks(images, out.masks, labels, self.pamr_dilations, self.pamr_iters)
             mask = balanced_mask_loss(out.logits, ops.pseudo_gt(refined), labels)
             self.last["mask"] = mask.detach()
@@ -189,50 +176,34 @@ class SingleStageStep:
         return means
 
 
-def build_single_stage_net(backbone: str, num_classes: int, head: HeadConfig) -> SingleStageNet:
-    """A fresh network; ``num_classes`` counts the background."""
-    return SingleStageNet(build_backbone(backbone), num_classes - 1, head)
-
-
-def single_stage_net_from_checkpoint(ckpt: dict[str, Any]) -> SingleStageNet:
-    """The network of a train-single-stage checkpoint (``{"model", "meta"}``), weights loaded."""
-    meta = ckpt["meta"]
-    model = build_single_stage_net(meta["backbone"], meta["num_classes"],
-                                   HeadConfig.from_meta(meta["head"]))
-    model.load_state_dict(ckpt["model"])
-    return model
-
-
 def run(cfg: TrainSingleStageConfig) -> Path:
     """Train the single-stage network; returns ``WORKDIR/single_stage/model.pt``."""
     cfg = cfg.resolved()
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
-    out_dir = Path(cfg.workdir) / "single_stage"
-    stage = start_stage(STAGE, cfg, out_dir, [out_dir / "model.pt", out_dir / "last.pt"], cfg.overwrite)
-    if stage.finished_before and (out_dir / "model.pt").exists():
-        stage.logger.info("already trained with these settings: %s", out_dir / "model.pt")
-        return out_dir / "model.pt"
-
-    cfg.runtime.seed_everything()
-    backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn, cfg.workdir)
-    model = SingleStageNet(backbone, data.num_classes - 1, cfg.head_config())
-    # channels_last: about 20% faster convolutions on the CPU too (fit sets it on CUDA only)
-    model.to(memory_format=torch.channels_last)
-    aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,
-                        color_jitter=cfg.color_jitter)
-    dataset = EpochTaggedSet(ClassificationSet(data, ids, aug, cfg.runtime.seed))
-    stage.logger.info("%d images of split %s, %d classes, backbone %s (%s), mask loss from epoch %d",
-                      len(ids), cfg.split, data.num_classes - 1, cfg.backbone, cfg.pretrained,
-                      cfg.pretrain_epochs + 1)
-
-    step = SingleStageStep(cfg.pretrain_epochs, cfg.pamr_dilations, cfg.pamr_iters)
-    loop = cfg.loop()
-    meta = {"kind": KIND, "backbone": cfg.backbone, "num_classes": data.num_classes,
-            "classes": list(data.classes), "head": model.config.to_meta()}
-    # from scratch the backbone is as new as the head: the 10x rate is for pretrained ones
-    head_mult = 1.0 if cfg.pretrained == "none" else loop.head_lr_mult
-    final = fit(model, param_groups(model.backbone, model.head, cfg.lr, head_mult), dataset, step,
-                loop, out_dir, cfg.runtime, meta, stage.logger, on_epoch_end=step.epoch_end)
-    finish_training(stage, images=len(ids))
+    with training_run(STAGE, cfg, KIND) as job:
+        if job.finished_before:
+            return job.model
+        cfg.runtime.seed_everything()
+        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
+                                    Layout(cfg.workdir).model("cls"))
+        model = SingleStageNet(backbone, data.num_classes - 1, cfg.head_config())
+        # channels_last: faster convolutions on the CPU too (fit sets it on CUDA only)
+        model.to(memory_format=torch.channels_last)
+        aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,
+                            color_jitter=cfg.color_jitter)
+        dataset = ClassificationSet(data, ids, aug, cfg.runtime.seed)
+        job.logger.info("%d images of split %s, %d classes, backbone %s (%s), mask loss from epoch "
+                        "%d", len(ids), cfg.split, data.num_classes - 1, cfg.backbone, cfg.pretrained,
+                        cfg.pretrain_epochs + 1)
+        step = SingleStageStep(cfg.pretrain_epochs, cfg.pamr_dilations, cfg.pamr_iters)
+        loop = cfg.loop()
+        meta = {"kind": KIND, "backbone": cfg.backbone, "num_classes": data.num_classes,
+                "classes": list(data.classes), "head": model.config.to_meta()}
+        # from scratch the backbone is as new as the head: the 10x rate is for pretrained ones
+        head_mult = 1.0 if cfg.pretrained == "none" else loop.head_lr_mult
+        final = fit(model, param_groups(model.backbone, model.head, cfg.lr, head_mult), dataset,
+                    step, loop, job.model_dir, cfg.runtime, meta, job.logger,
+                    on_epoch_end=step.epoch_end)
+        job.record.update(images=len(ids))
     return final

@@ -6,18 +6,18 @@ what the first one finished.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.toy import make_toy_dataset
-from wsss_cli.evaluation import format_table
+from wsss_cli.evaluation import evaluate_folder, format_table
+from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages import (
     dump_cams,
     eval_cams,
     make_aff_labels,
-    make_pseudo,
     predict,
     random_walk,
     report,
@@ -25,19 +25,21 @@ from wsss_cli.stages import (
     train_cls,
     train_seg,
 )
-from wsss_cli.stages.evaluate import evaluate_folder
-from wsss_cli.workdir import write_json
+from wsss_cli.workdir import Layout, write_json
+from wsss_cli.workflows import make_pseudo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    workdir: Path = Path("wsss-demo")
-    num_train: int = 300
-    num_val: int = 100
-    epochs: int | None = None  # None: each training stage's tiny preset
-    workers: int = 2
-    jobs: int = 2
-    runtime: Runtime = Runtime()
+    workdir: Path = option(Path("wsss-demo"), "Where the toy data and all artifacts go.",
+                           file_okay=False)
+    num_train: int = option(300, "Toy training images.", min=16)
+    num_val: int = option(100, "Toy validation images.", min=4)
+    epochs: int | None = option(None, "Epochs of each training stage (fewer for a quicker, rougher "
+                                      "run).", min=1, default_text="each stage's tiny preset")
+    workers: int = option(2, "DataLoader workers.", min=0)
+    jobs: int = option(2, "CPU processes for the CRF.", min=1)
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
@@ -59,7 +61,7 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
                                                  jobs=cfg.jobs),
     )
     make_pseudo.run(pseudo)
-    walk_only = random_walk.RandomWalkConfig(**common, crf=False, out="pseudo_nocrf",
+    walk_only = random_walk.RandomWalkConfig(**common, crf=False, out=Layout.PSEUDO_NO_CRF,
                                              workers=cfg.workers, jobs=cfg.jobs)
     random_walk.run(walk_only)
 
@@ -70,7 +72,7 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
                                           jobs=cfg.jobs))
 
     rows = _evaluate(cfg, workdir, root)
-    write_json(workdir / "eval" / "demo.json",
+    write_json(Layout(workdir).eval("demo"),
                {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]})
     page = report.run(report.ReportConfig(workdir=workdir, data=root, runtime=cfg.runtime))
     print()
@@ -84,15 +86,16 @@ def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str
     cam = eval_cams.run(eval_cams.EvalCamsConfig(data=root, workdir=workdir, runtime=cfg.runtime,
                                                  crf=True, jobs=cfg.jobs))
     data = VocDataset(root)
+    layout = Layout(workdir)
     gt = root / "SegmentationClass"
     rows = [(f"CAM (threshold {cam['best_threshold']:.2f})", "train", cam["miou"]),
             ("CAM + CRF", "train", cam["crf"]["miou"])]
-    outputs = (("random walk", "pseudo_nocrf", "train", "pseudo_nocrf_train"),
-               ("random walk + CRF", "pseudo", "train", "pseudo_train"),
-               ("segmentation net", "pred/train", "train", "seg_train"),
-               ("segmentation net", "pred/val", "val", "seg_val"))
-    for name, folder, split, json_name in outputs:
-        result = evaluate_folder(workdir / folder, gt, data.ids(split), data.classes, cfg.runtime)
-        write_json(workdir / "eval" / f"{json_name}.json", result)
+    outputs = (("random walk", layout.labels(Layout.PSEUDO_NO_CRF), "train", "pseudo_nocrf_train"),
+               ("random walk + CRF", layout.labels(Layout.PSEUDO), "train", "pseudo_train"),
+               ("segmentation net", layout.predictions("train"), "train", "seg_train"),
+               ("segmentation net", layout.predictions("val"), "val", "seg_val"))
+    for name, labels, split, json_name in outputs:
+        result = evaluate_folder(labels.folder, gt, data.ids(split), data.classes, cfg.runtime)
+        write_json(layout.eval(json_name), result)
         rows.append((name, split, result["miou"]))
     return rows
