@@ -17,6 +17,9 @@ from wsss_cli.errors import WsssError
 from wsss_cli.registry import Registry
 from wsss_cli.training import check_meta, load_checkpoint
 
+# the checkpoint kinds (``meta["kind"]``), each saved in the work folder's folder of that name
+CLASSIFIER, AFFINITY, SEGMENTATION, SINGLE_STAGE = "cls", "aff", "seg", "single-stage"
+
 Builder = Callable[[dict[str, Any]], nn.Module]
 MODEL_KINDS: Registry[Builder] = Registry("checkpoint kind", "--model")
 
@@ -52,10 +55,10 @@ def _single_stage(meta: dict[str, Any]) -> nn.Module:
                           HeadConfig.from_meta(meta["head"]))
 
 
-MODEL_KINDS.register("cls", _classifier)
-MODEL_KINDS.register("aff", _affinity)
-MODEL_KINDS.register("seg", _segmentation)
-MODEL_KINDS.register("single-stage", _single_stage)
+MODEL_KINDS.register(CLASSIFIER, _classifier)
+MODEL_KINDS.register(AFFINITY, _affinity)
+MODEL_KINDS.register(SEGMENTATION, _segmentation)
+MODEL_KINDS.register(SINGLE_STAGE, _single_stage)
 
 
 def load_model(path: Path, kinds: tuple[str, ...], num_classes: int | None = None,

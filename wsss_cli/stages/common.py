@@ -100,6 +100,14 @@ class PerImageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NetworkPassConfig(PerImageConfig):
+    """A per-image stage that runs a network over the images (CAMs, walk, prediction)."""
+
+    amp: bool = amp_option()
+    workers: int = workers_option()
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     """The options every training stage shares; None = the backbone's preset."""
 

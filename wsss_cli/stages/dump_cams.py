@@ -18,28 +18,20 @@ from torch import nn
 from wsss_cli.cam_methods import CAM_METHODS, CamMethod
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.inference import multiscale_sum, prepare_inference
-from wsss_cli.models.kinds import load_model
+from wsss_cli.models.kinds import CLASSIFIER, load_model
 from wsss_cli.options import option
-from wsss_cli.stages.common import (
-    PerImageConfig,
-    amp_option,
-    per_image_run,
-    set_option,
-    workers_option,
-)
+from wsss_cli.stages.common import NetworkPassConfig, per_image_run, set_option
 from wsss_cli.workdir import Layout, entry_name, file_digest, write_cams
 
 STAGE = "dump-cams"
 
 
 @dataclass(frozen=True, kw_only=True)
-class DumpCamsConfig(PerImageConfig):
+class DumpCamsConfig(NetworkPassConfig):
     cls_model: Path | None = option(None, "Classifier checkpoint.", default_text="WORKDIR/cls/model.pt",
                                     dir_okay=False)
     scales: tuple[float, ...] = option((1.0, 0.5, 1.5, 2.0), "Inference scales (each also flipped).")
     flip: bool = option(True, "Add the mirrored image at every scale.")
-    amp: bool = amp_option()
-    workers: int = workers_option()
     out: str = set_option(Layout.CAMS, "CAM set to write")
 
 
@@ -64,8 +56,8 @@ def run(cfg: DumpCamsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.npz`` for every image of the split; returns the folder."""
     data = VocDataset(cfg.data)
     layout = Layout(cfg.workdir)
-    model_path = Path(cfg.cls_model or layout.model("cls"))
-    model, meta = load_model(model_path, ("cls",), data.num_classes)
+    model_path = Path(cfg.cls_model or layout.model(CLASSIFIER))
+    model, meta = load_model(model_path, (CLASSIFIER,), data.num_classes)
     method = CAM_METHODS.get(meta.get("method", "cam"))
     cams = layout.cams(cfg.out)
     name = entry_name(STAGE, cfg.out, Layout.CAMS)

@@ -20,13 +20,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
 from wsss_cli.inference import with_background
 from wsss_cli.options import option
-from wsss_cli.stages.common import (
-    PerImageConfig,
-    crf_iters_option,
-    jobs_option,
-    per_image_run,
-    set_option,
-)
+from wsss_cli.stages.common import PerImageConfig, crf_iters_option, jobs_option, per_image_run, set_option
 from wsss_cli.workdir import ArtifactSet, Layout, Workdir, entry_name, read_cams
 
 STAGE = "make-aff-labels"

@@ -10,7 +10,7 @@ Works on a dataset split (``--data --split``) or on a plain folder of images
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +18,24 @@ import numpy as np
 from wsss_cli.data.dataset import ImageFolder, VocDataset
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import LabelTask, class_probs, prepare_inference, write_labels
-from wsss_cli.models.kinds import load_model
+from wsss_cli.models.kinds import SEGMENTATION, SINGLE_STAGE, load_model
 from wsss_cli.options import option
-from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import (
-    amp_option,
+    NetworkPassConfig,
     crf_iters_option,
     data_option,
     jobs_option,
-    overwrite_option,
     per_image_run,
-    shard_option,
     split_option,
-    workdir_option,
-    workers_option,
 )
 from wsss_cli.workdir import Layout, file_digest
 
 STAGE = "predict"
-SEGMENTERS = ("seg", "single-stage")  # the checkpoint kinds predict can run
+SEGMENTERS = (SEGMENTATION, SINGLE_STAGE)  # the checkpoint kinds predict can run
 
 
 @dataclass(frozen=True, kw_only=True)
-class PredictConfig:
-    workdir: Path = workdir_option()
+class PredictConfig(NetworkPassConfig):
     data: Path | None = data_option(None)
     split: str = split_option("val")
     images: Path | None = option(None, "A folder of images to predict instead of a dataset split.",
@@ -55,12 +49,7 @@ class PredictConfig:
     crf_iters: int = crf_iters_option()
     out: str | None = option(None, "Output folder under WORKDIR.", metavar="NAME",
                              default_text="pred/<split or images folder name>")
-    amp: bool = amp_option()
-    workers: int = workers_option()
     jobs: int = jobs_option()
-    shard: str | None = shard_option()
-    overwrite: bool = overwrite_option()
-    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def default_model(layout: Layout) -> Path:

@@ -23,24 +23,16 @@ from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.inference import LabelTask, prepare_inference, with_background, write_labels
 from wsss_cli.models.affinity_net import AffinityNet
-from wsss_cli.models.kinds import load_model
+from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
-from wsss_cli.stages.common import (
-    PerImageConfig,
-    amp_option,
-    crf_iters_option,
-    jobs_option,
-    per_image_run,
-    set_option,
-    workers_option,
-)
+from wsss_cli.stages.common import NetworkPassConfig, crf_iters_option, jobs_option, per_image_run, set_option
 from wsss_cli.workdir import Layout, Workdir, entry_name, file_digest, read_cams
 
 STAGE = "random-walk"
 
 
 @dataclass(frozen=True, kw_only=True)
-class RandomWalkConfig(PerImageConfig):
+class RandomWalkConfig(NetworkPassConfig):
     aff_model: Path | None = option(None, "AffinityNet checkpoint.", dir_okay=False,
                                     default_text="WORKDIR/aff/model.pt")
     alpha: float | None = option(None, "Background score (1 - max CAM)^alpha.", min=0, min_open=True,
@@ -50,7 +42,8 @@ class RandomWalkConfig(PerImageConfig):
                          min=0, min_open=True)
     logt: int | None = option(None, "The walk takes 2^logt steps.", min=0, max=12,
                               default_text="auto, PSA's 8 on VOC-sized images (~63x47 grid), "
-                                           "8 + 2 log2(grid side / 54) elsewhere, e.g. 4 at 128 px")
+                                           "8 + 2 log2(grid side / 54) elsewhere, e.g. 6 on 128 px "
+                                           "images at the auto --walk-scale 2")
     radius: int = option(default_of(ops.random_walk, "radius"),
                          "Neighbourhood radius on the feature grid.", min=2)
     walk_scale: float | None = option(None, "Resize images by this factor before AffinityNet and "
@@ -62,8 +55,6 @@ class RandomWalkConfig(PerImageConfig):
     out: str = option(Layout.PSEUDO, "Pseudo-label set to write (a folder name under WORKDIR).",
                       metavar="NAME")
     cams: str = set_option(Layout.CAMS, "CAM set to read")
-    amp: bool = amp_option()
-    workers: int = workers_option()
     jobs: int = jobs_option()
 
 
@@ -134,8 +125,8 @@ def run(cfg: RandomWalkConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
     data = VocDataset(cfg.data)
     layout = Layout(cfg.workdir)
-    model_path = Path(cfg.aff_model or layout.model("aff"))
-    model, meta = load_model(model_path, ("aff",))
+    model_path = Path(cfg.aff_model or layout.model(AFFINITY))
+    model, meta = load_model(model_path, (AFFINITY,))
     if cfg.alpha is None:
         cfg = replace(cfg, alpha=WALK_ALPHA.get(meta["backbone"], PSA_WALK_ALPHA))
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)

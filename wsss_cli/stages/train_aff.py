@@ -16,6 +16,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import AffinitySet
 from wsss_cli.errors import WsssError
 from wsss_cli.models.affinity_net import AffinityNet, affinity_loss, pair_affinities
+from wsss_cli.models.kinds import AFFINITY, CLASSIFIER
 from wsss_cli.options import option
 from wsss_cli.stages.common import (
     TrainingConfig,
@@ -51,7 +52,7 @@ class TrainAffConfig(TrainingConfig):
 
 
 def classifier_backbone(layout: Layout) -> str:
-    path = layout.model("cls")
+    path = layout.model(CLASSIFIER)
     if not path.exists():
         raise WsssError(f"--backbone not given and no classifier at {path} to take it from")
     return load_checkpoint(path)["meta"]["backbone"]
@@ -72,12 +73,12 @@ def run(cfg: TrainAffConfig) -> Path:
                         f"{len(missing)} images (run make-aff-labels first)")
     inputs = Workdir(cfg.workdir).producer_hashes(
         entry_name("make-aff-labels", cfg.aff_labels, Layout.AFF_LABELS))
-    with training_run(STAGE, cfg, "aff", inputs) as job:
+    with training_run(STAGE, cfg, AFFINITY, inputs) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
         model = AffinityNet(prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                             layout.model("cls")))
+                                             layout.model(CLASSIFIER)))
         _check_crop(cfg.crop_size, model.stride)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long)
         dataset = AffinitySet(data, ids, labels.folder, aug, model.stride, RADIUS, cfg.runtime.seed)
@@ -89,7 +90,7 @@ def run(cfg: TrainAffConfig) -> Path:
             return affinity_loss(pair_affinities(net(images), RADIUS), bg_pos, fg_pos, neg)
 
         loop = cfg.loop()
-        meta = {"kind": "aff", "backbone": cfg.backbone, "num_classes": data.num_classes}
+        meta = {"kind": AFFINITY, "backbone": cfg.backbone, "num_classes": data.num_classes}
         final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
                     dataset, step, loop, job.model_dir, cfg.runtime, meta, job.logger)
         job.record.update(images=len(ids))

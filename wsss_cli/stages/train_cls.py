@@ -15,6 +15,7 @@ from wsss_cli.cam_methods import CAM_METHODS
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
+from wsss_cli.models.kinds import CLASSIFIER
 from wsss_cli.options import option
 from wsss_cli.stages.common import (
     TrainingConfig,
@@ -62,12 +63,12 @@ def run(cfg: TrainClsConfig) -> Path:
     method = CAM_METHODS.get(cfg.method)
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
-    with training_run(STAGE, cfg, "cls") as job:
+    with training_run(STAGE, cfg, CLASSIFIER) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
         backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                    Layout(cfg.workdir).model("cls"))
+                                    Layout(cfg.workdir).model(CLASSIFIER))
         model = method.build(backbone, data.num_classes - 1, cfg.dropout)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long,
                             color_jitter=cfg.color_jitter)
@@ -75,7 +76,7 @@ def run(cfg: TrainClsConfig) -> Path:
         job.logger.info("%d images of split %s, %d classes, backbone %s (%s), method %s", len(ids),
                         cfg.split, data.num_classes - 1, cfg.backbone, cfg.pretrained, cfg.method)
         loop = cfg.loop()
-        meta = {"kind": "cls", "backbone": cfg.backbone, "num_classes": data.num_classes,
+        meta = {"kind": CLASSIFIER, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "classes": list(data.classes), "method": cfg.method}
         final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
                     dataset, method.loss, loop, job.model_dir, cfg.runtime, meta, job.logger)

@@ -24,6 +24,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import SegmentationSet
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs
+from wsss_cli.models.kinds import CLASSIFIER, SEGMENTATION
 from wsss_cli.models.segmentation import BACKBONE_OPTIONS, HEADS, SegNet
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
@@ -132,11 +133,11 @@ def run(cfg: TrainSegConfig) -> Path:
         cfg = replace(cfg, labels=label_dir)
     inputs = {} if cfg.labels else Workdir(cfg.workdir).producer_hashes(
         entry_name("random-walk", cfg.pseudo, Layout.PSEUDO))
-    with training_run(STAGE, cfg, "seg", inputs) as job:
+    with training_run(STAGE, cfg, SEGMENTATION, inputs) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
-        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn, layout.model("cls"),
+        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn, layout.model(CLASSIFIER),
                                     **BACKBONE_OPTIONS.get(cfg.backbone, {}))
         model = SegNet(backbone, data.num_classes, cfg.head, cfg.refine)
         # DeepLab's augmentation has no colour jitter (docs/results.md#train-seg)
@@ -154,7 +155,7 @@ def run(cfg: TrainSegConfig) -> Path:
             return F.cross_entropy(logits, labels, ignore_index=255)
 
         loop = cfg.loop()
-        meta = {"kind": "seg", "backbone": cfg.backbone, "num_classes": data.num_classes,
+        meta = {"kind": SEGMENTATION, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "head": cfg.head, "refine": cfg.refine, "classes": list(data.classes)}
         final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
                     dataset, step, loop, job.model_dir, cfg.runtime, meta, job.logger,

@@ -29,6 +29,7 @@ from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.errors import WsssError
+from wsss_cli.models.kinds import CLASSIFIER, SINGLE_STAGE
 from wsss_cli.models.single_stage import HeadConfig, SingleStageNet, head_defaults
 from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
@@ -42,7 +43,6 @@ from wsss_cli.training import StepContext, fit, param_groups
 from wsss_cli.workdir import Layout
 
 STAGE = "train-single-stage"
-KIND = "single-stage"
 
 # The reference's configs/voc_*.yaml; its colour jitter (brightness/contrast/saturation
 # 0.3, hue 0.1) is AugmentConfig's 0.3.
@@ -181,12 +181,12 @@ def run(cfg: TrainSingleStageConfig) -> Path:
     cfg = cfg.resolved()
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
-    with training_run(STAGE, cfg, KIND) as job:
+    with training_run(STAGE, cfg, SINGLE_STAGE) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
         backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                    Layout(cfg.workdir).model("cls"))
+                                    Layout(cfg.workdir).model(CLASSIFIER))
         model = SingleStageNet(backbone, data.num_classes - 1, cfg.head_config())
         # channels_last: faster convolutions on the CPU too (fit sets it on CUDA only)
         model.to(memory_format=torch.channels_last)
@@ -198,7 +198,7 @@ def run(cfg: TrainSingleStageConfig) -> Path:
                         cfg.pretrain_epochs + 1)
         step = SingleStageStep(cfg.pretrain_epochs, cfg.pamr_dilations, cfg.pamr_iters)
         loop = cfg.loop()
-        meta = {"kind": KIND, "backbone": cfg.backbone, "num_classes": data.num_classes,
+        meta = {"kind": SINGLE_STAGE, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "classes": list(data.classes), "head": model.config.to_meta()}
         # from scratch the backbone is as new as the head: the 10x rate is for pretrained ones
         head_mult = 1.0 if cfg.pretrained == "none" else loop.head_lr_mult

@@ -48,6 +48,16 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         return self
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """He-normal convolutions (fan out) and identity BatchNorms, as torchvision's ResNets."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _keep_eval(module: nn.Module, args: tuple) -> None:
     # A parent that is not a Backbone may have called .train() on us; a frozen BN must
     # normalise with its stored statistics and never update them, so force eval here.

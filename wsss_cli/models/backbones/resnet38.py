@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone
+from .base import Backbone, init_conv_bn
 
 
 class PreActBlock(nn.Module):
@@ -133,12 +133,7 @@ class ResNet38(Backbone):
         self.b7 = PreActBottleneck(2048, 4096, dilation=4, dropout=0.5)
         self.bn7 = nn.BatchNorm2d(4096)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``[B, 3, H, W]`` -> maps at strides 4, 8, 8, 8 (see the class docstring)."""

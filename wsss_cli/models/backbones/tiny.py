@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .base import Backbone
+from .base import Backbone, init_conv_bn
 
 
 class BasicBlock(nn.Module):
@@ -108,12 +108,7 @@ class TinyBackbone(Backbone):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         # Every residual branch starts at zero, so each block starts as (nearly) the
         # identity: stabler and faster training from scratch.
         for m in self.modules():
