@@ -209,6 +209,8 @@ def test_broken_image_in_a_dataloader_worker_is_one_line_on_stderr(base, tmp_pat
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert f"{BAD}.jpg: {message}" in result.stderr and "Traceback" not in result.stderr
     assert not (workdir / "cls" / "model.pt").exists() and not (workdir / "cls" / "last.pt").exists()
+    state = json.loads((workdir / "state.json").read_text())["train-cls"]  # not "running" for ever
+    assert state["status"] == "failed" and f"{BAD}.jpg: {message}" in state["error"]
 
 
 def test_grayscale_rgba_and_cmyk_images_are_converted(base, tmp_path):

@@ -17,17 +17,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_begin_refuses_to_mix_settings(tmp_path):
+def test_claim_refuses_to_mix_settings(tmp_path):
     wd = Workdir(tmp_path)
     out = tmp_path / "cams"
-    wd.begin("dump-cams", {"scales": [1.0]}, [out], overwrite=False)
+    digest, finished = wd.claim("dump-cams", {"scales": [1.0]}, [out], overwrite=False)
+    assert not finished and wd.stage_state("dump-cams")["status"] == "running"
     out.mkdir()
     (out / "a.npz").write_bytes(b"x")
-    wd.update_stage("dump-cams", settings_hash=wd.begin("dump-cams", {"scales": [1.0]}, [out], False))
+    assert wd.claim("dump-cams", {"scales": [1.0]}, [out], False)[0] == digest
     with pytest.raises(WsssError, match="--overwrite"):
-        wd.begin("dump-cams", {"scales": [0.5]}, [out], overwrite=False)
-    assert (out / "a.npz").exists()
-    wd.begin("dump-cams", {"scales": [0.5]}, [out], overwrite=True)
+        wd.claim("dump-cams", {"scales": [0.5]}, [out], overwrite=False)
+    assert (out / "a.npz").exists() and wd.stage_state("dump-cams")["settings_hash"] == digest
+    wd.claim("dump-cams", {"scales": [0.5]}, [out], overwrite=True)
     assert not out.exists()
 
 

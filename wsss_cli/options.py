@@ -37,11 +37,6 @@ def unhashed(default: Any = None, help: str = "", **click: Any) -> Any:
     return option(default, help, hashed=False, **click)
 
 
-def internal(default: Any = None) -> Any:
-    """A field set by code, not by the user (no command-line option), still hashed."""
-    return option(default, cli=False)
-
-
 def default_of(function: Callable, parameter: str) -> Any:
     """The default of ``function``'s ``parameter``: an option that feeds an op takes the op's
     own default instead of retyping it."""

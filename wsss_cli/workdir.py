@@ -255,23 +255,6 @@ class Workdir:
             config[stage] = {k: _toml_value(v) for k, v in options.items() if v is not None}
             write_bytes(path, tomli_w.dumps(config).encode())
 
-    def begin(
-        self,
-        stage: str,
-        settings: dict[str, Any],
-        outputs: Sequence[Path],
-        overwrite: bool,
-    ) -> str:
-        """Check ``settings`` against what made the stage's existing outputs.
-
-        Returns the settings hash. If outputs exist that were made with other
-        settings, raises unless ``overwrite``; with ``overwrite`` they are removed.
-        """
-        digest = settings_hash(settings)
-        with self._locked():
-            self._check_outputs(stage, digest, outputs, overwrite, shared=False)
-        return digest
-
     def claim(
         self,
         stage: str,
@@ -280,7 +263,11 @@ class Workdir:
         overwrite: bool,
         shared: bool = False,
     ) -> tuple[str, bool]:
-        """:meth:`begin`, then mark the stage running with these settings, in one step.
+        """Check ``settings`` against what made the stage's existing outputs, then mark the
+        stage running with these settings, in one step.
+
+        Outputs made with other settings raise unless ``overwrite``; with ``overwrite``
+        they are removed.
 
         Returns ``(settings hash, finished)``; ``finished`` = the stage is done with
         exactly these settings (nothing is changed then). ``shared``: other shards of
