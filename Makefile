@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all lint bench
+.PHONY: demo test test-fast test-all lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ demo: $(VENV)/.installed  ## install, then run the toy pipeline end to end on th
 
 test: $(VENV)/.installed  ## install, then run the test suite (slow end-to-end runs excluded)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed  ## the edit loop: ops, golden vectors, store, data (a minute or two)
+	$(BIN)/python -m pytest -q -m 'not slow and not integration'
 
 test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m ''

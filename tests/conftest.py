@@ -46,6 +46,19 @@ def assert_close(got: np.ndarray, want: np.ndarray) -> None:
     assert ok.all(), f"max abs error {np.nanmax(np.abs(got - want)):.3g} at {np.argwhere(~ok)[:3]}"
 
 
+# modules that train networks or run whole stages: `make test` runs them, `make test-fast`
+# (the edit loop) leaves them out
+INTEGRATION = {"test_pipeline", "test_shards", "test_crash", "test_ddp", "test_seg",
+               "test_single_stage", "test_bad_input", "test_make_pseudo", "test_stages",
+               "test_cam_methods", "test_report", "test_runtime", "test_training", "test_cli"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def coco128() -> Path:
     if not COCO128.is_dir():

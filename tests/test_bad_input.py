@@ -128,9 +128,9 @@ ROWS: list[tuple[str, Callable[[Path, Path], object], tuple, str]] = [
     ("class index out of range in a mask", lambda d, w: _mask_value(d, 40), EVAL_CAMS,
      f"{BAD}.png: class index 40 out of range"),
     ("class index out of range in labels", lambda d, w: _labels(d, **{BAD: [99]}), TRAIN,
-     "cls_labels.json: class 99 out of range"),
+     f"cls_labels.json: image '{BAD}': class 99 out of range"),
     ("unknown class name", lambda d, w: _labels(d, **{BAD: ["unicorn"]}), TRAIN,
-     "cls_labels.json: unknown class name 'unicorn'"),
+     f"cls_labels.json: image '{BAD}': unknown class name 'unicorn' (classes: disc, square, "),
     ("labels not JSON", lambda d, w: (d / "cls_labels.json").write_text("{oops"), TRAIN,
      "cls_labels.json: not valid JSON"),
     ("empty split", lambda d, w: _split(d).write_text("\n"), TRAIN, "train.txt: empty split"),
@@ -188,16 +188,26 @@ def test_bad_input_is_one_line_exit_2_and_nothing_half_written(spoilable, tmp_pa
         assert not list(workdir.rglob("*.tmp"))
 
 
-_INCOMPLETE_PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x02\0\0\0 cut"
+def _cut_png(path: Path) -> bytes:
+    """The image as a PNG whose header is whole and whose pixel data stops half way."""
+    import cv2
+
+    data = cv2.imencode(".png", read_image(path))[1].tobytes()
+    return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize(("spoil", "message"), [
-    (_truncate, "truncated JPEG"),
-    (lambda path: path.write_bytes(_INCOMPLETE_PNG), "not a readable image"),  # OpenCV warns on it
+
+
+@pytest.mark.parametrize(("spoil", "message", "checked"), [
+    (_truncate, "truncated JPEG", True),  # the check before the stage starts finds it
+    # a readable header, pixel data cut short: found by a DataLoader worker
+    (lambda path: path.write_bytes(_cut_png(path)), "not a readable image", False),
 ], ids=["truncated JPEG", "incomplete PNG"])
-def test_broken_image_in_a_dataloader_worker_is_one_line_on_stderr(base, tmp_path, spoil, message):
+def test_broken_image_in_a_dataloader_worker_is_one_line_on_stderr(base, tmp_path, spoil, message,
+                                                                    checked):
     """The real process, with worker processes: their re-raised error keeps one line, and
-    no library adds its own complaint to stderr."""
+    no library adds its own complaint to stderr. A file the cheap check finds stops the
+    stage before it starts; one it misses marks the started stage failed."""
     data = tmp_path / "data"
     shutil.copytree(base[0], data)
     spoil(_image(data))
@@ -209,8 +219,12 @@ def test_broken_image_in_a_dataloader_worker_is_one_line_on_stderr(base, tmp_pat
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert f"{BAD}.jpg: {message}" in result.stderr and "Traceback" not in result.stderr
     assert not (workdir / "cls" / "model.pt").exists() and not (workdir / "cls" / "last.pt").exists()
-    state = json.loads((workdir / "state.json").read_text())["train-cls"]  # not "running" for ever
-    assert state["status"] == "failed" and f"{BAD}.jpg: {message}" in state["error"]
+    if checked:
+        assert not (workdir / "state.json").exists()
+    else:  # not "running" for ever, and the log says why
+        state = json.loads((workdir / "state.json").read_text())["train-cls"]
+        assert state["status"] == "failed" and f"{BAD}.jpg: {message}" in state["error"]
+        assert f"failed: {workdir.parent}" in (workdir / "cls/log.txt").read_text()
 
 
 def test_grayscale_rgba_and_cmyk_images_are_converted(base, tmp_path):
@@ -273,3 +287,38 @@ def test_every_load_in_the_package_is_safe():
                 if node.func.attr == "load" and ast.unparse(node.func.value) in ("np", "numpy"):
                     flag = keywords.get("allow_pickle")
                     assert flag is None or (isinstance(flag, ast.Constant) and not flag.value), path
+
+
+@pytest.mark.parametrize(("errno_", "cause"), [(28, "No space left on device"),
+                                               (13, "Permission denied")],
+                         ids=["disk full", "permission denied"])
+def test_an_os_error_mid_stage_is_one_line_and_marks_the_stage_failed(base, tmp_path, monkeypatch,
+                                                                      errno_, cause):
+    """What a cluster's full disk or quota does to dump-cams after a few images: exit 2,
+    one line naming the path and the cause, state.json and the log say failed, and the
+    files written before it are whole."""
+    import os
+
+    from wsss_cli.stages import dump_cams
+
+    data, work = base[0], tmp_path / "w"
+    real_write, written = dump_cams.write_cams, []
+
+    def write_until_full(path, classes, cams):
+        if len(written) == 3:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+        real_write(path, classes, cams)
+        written.append(path)
+
+    monkeypatch.setattr(dump_cams, "write_cams", write_until_full)
+    shutil.copytree(base[1] / "cls", work / "cls")
+    result = CliRunner().invoke(main, ["--device", "cpu", "--quiet", "dump-cams", "--data", str(data),
+                                       "--workdir", str(work), "--scales", "0.5", "--workers", "0"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {work / 'cams'}") and cause in lines[0]
+    state = json.loads((work / "state.json").read_text())["dump-cams"]
+    assert state["status"] == "failed" and cause in state["error"]
+    assert f"failed: {work / 'cams'}" in (work / "cams/log.txt").read_text()
+    assert all(read_cams(p)[1].ndim == 3 for p in written) and len(written) == 3
+    assert not list(work.rglob("*.tmp"))

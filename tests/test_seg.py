@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,9 +14,10 @@ from click.testing import CliRunner
 from wsss_cli.cli import main
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.io import read_mask, write_jpeg
+from wsss_cli.data.io import read_image, read_mask, voc_palette, write_jpeg
 from wsss_cli.data.loaders import SegmentationSet, ignore_background_near_objects
-from wsss_cli.data.toy import make_toy_dataset
+from wsss_cli.data.overlay import legend_strip
+from wsss_cli.data.toy import TOY_CLASSES, make_toy_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs
 from wsss_cli.models.backbones import build_backbone
@@ -238,3 +240,115 @@ def test_predict_runs_a_single_stage_model(toy, tmp_path):
         assert read_mask(out / f"{image_id}.png").shape == data.read_image(image_id).shape[:2]
     _, meta = load_model(model, predict.SEGMENTERS, data.num_classes)
     assert meta["kind"] == "single-stage"
+
+
+def _photos(toy: Path, folder: Path, count: int = 3) -> list[str]:
+    """``count`` val images of the toy set as ``folder/p_<id>.jpg``; returns their ids."""
+    data = VocDataset(toy)
+    for image_id in data.ids("val")[:count]:
+        write_jpeg(folder / f"p_{image_id}.jpg", data.read_image(image_id))
+    return sorted(f"p_{i}" for i in data.ids("val")[:count])
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (temporary ones included) but the log the runner appends
+    to -> its modification time."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and p.name != "log.txt"}
+
+
+def test_predict_images_writes_overlays_a_summary_and_prints_it(trained, toy, tmp_path):
+    """Each overlay is the image (same width, same height) above a legend strip as wide as
+    the image: height = image height + the strip's height for the classes present."""
+    ids = _photos(toy, tmp_path / "looks")
+    args = ["--device", "cpu", "predict", "--workdir", str(trained), "--images", str(tmp_path / "looks"),
+            "--workers", "0", "--no-crf", "--jobs", "2"]  # 2: the overlay writer goes to worker processes
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = trained / "pred/looks"
+    assert sorted(p.stem for p in (out / "overlay").glob("*.jpg")) == ids
+    state = json.loads((trained / "state.json").read_text())["predict:pred/looks"]
+    assert state["status"] == "done" and state["count"] == 3  # overlays are no outputs of their own
+    assert "overlay" not in state["settings"]  # the default: older work folders keep their hash
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == list(TOY_CLASSES)  # from the checkpoint's meta
+    assert [e["id"] for e in summary["images"]] == ids
+    tinted = 0
+    for entry in summary["images"]:
+        image = read_image(tmp_path / "looks" / f"{entry['id']}.jpg")
+        label = read_mask(out / f"{entry['id']}.png")
+        assert entry["size"] == list(label.shape) == list(image.shape[:2])
+        assert sum(entry["percent"].values()) == pytest.approx(100, abs=0.05)
+        present = [int(c) for c in np.unique(label)]
+        assert list(entry["percent"]) == sorted((TOY_CLASSES[c] for c in present),
+                                                key=lambda n: -entry["percent"][n])
+        pixels = np.bincount(label.ravel(), minlength=6)
+        for c in present:
+            assert entry["percent"][TOY_CLASSES[c]] == pytest.approx(100 * pixels[c] / label.size, abs=0.005)
+
+        picture = read_image(out / "overlay" / f"{entry['id']}.jpg")
+        entries = [(TOY_CLASSES[c], tuple(voc_palette()[c])) for c in present if c]
+        strip = legend_strip(image.shape[1], entries)
+        assert picture.shape == (image.shape[0] + strip.shape[0], image.shape[1], 3)
+        top = picture[: image.shape[0]].astype(float)
+        kernel = np.ones((5, 5), np.uint8)  # away from the drawn boundaries and JPEG ringing
+        inner_background = cv2.erode((label == 0).astype(np.uint8), kernel).astype(bool)
+        inner_objects = cv2.erode((label > 0).astype(np.uint8), kernel).astype(bool)
+        assert np.abs(top - image)[inner_background].mean() < 6  # the image, JPEG'd twice
+        if inner_objects.sum() >= 20:
+            tinted += 1
+            blend = 0.5 * image + 0.5 * voc_palette()[label]
+            assert np.abs(top - image)[inner_objects].mean() > 20  # visibly coloured
+            assert np.abs(top - blend)[inner_objects].mean() < 6  # half image, half class colour
+    assert tinted > 0  # the trained net finds objects in these images
+
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split() == ["image", "classes", "(%", "of", "pixels)"]
+    assert [line.split()[0] for line in lines[2:-1]] == ids
+    first = summary["images"][0]
+    assert lines[2].split(None, 1)[1] == ", ".join(f"{n} {p:.1f}" for n, p in first["percent"].items())
+    assert lines[-1] == str(out)  # the folder is still what the command prints last
+
+
+def test_predict_resumed_writes_nothing_new_and_remakes_only_what_is_missing(trained, toy, tmp_path):
+    _photos(toy, tmp_path / "again", count=4)
+    args = ["--device", "cpu", "--quiet", "predict", "--workdir", str(trained), "--images",
+            str(tmp_path / "again"), "--workers", "0", "--crf-iters", "2"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    out = trained / "pred/again"
+    before = _files(out)
+    assert len([f for f in before if f.endswith(".png")]) == 4 and len(before) == 4 + 4 + 1
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)  # --quiet: no table
+    assert _files(out) == before  # no prediction, overlay or summary rewritten
+    gone = sorted(f for f in before if f.endswith(".png"))[0]
+    label = (out / gone).read_bytes()
+    (out / gone).unlink()
+    (out / "overlay" / gone.replace(".png", ".jpg")).unlink()
+    assert CliRunner().invoke(main, args).exit_code == 0
+    after = _files(out)
+    assert sorted(after) == sorted(before)
+    # the image made again, with its overlay; the summary, the same, is left as it was
+    assert {f for f in after if after[f] != before[f]} == {gone, f"overlay/{gone[:-4]}.jpg"}
+    assert (out / gone).read_bytes() == label
+
+
+def test_predict_on_a_split_writes_overlays_only_when_asked(trained, toy):
+    common = dict(workdir=trained, data=toy, split="val", flip=False, crf=False, workers=0, runtime=QUIET)
+    plain = predict.run(predict.PredictConfig(**common, out="pred/plain"))
+    assert not (plain / "overlay").exists()
+    ids = VocDataset(toy).ids("val")
+    summary = json.loads((plain / "summary.json").read_text())
+    assert [e["id"] for e in summary["images"]] == ids and summary["classes"] == list(TOY_CLASSES)
+    # --no-overlay is the split's default: same settings, nothing to redo
+    predict.run(predict.PredictConfig(**common, out="pred/plain", overlay=False))
+    with pytest.raises(WsssError, match="other settings"):
+        predict.run(predict.PredictConfig(**common, out="pred/plain", overlay=True))
+    shown = predict.run(predict.PredictConfig(**common, out="pred/shown", overlay=True))
+    assert sorted(p.stem for p in (shown / "overlay").glob("*.jpg")) == sorted(ids)
+    for image_id in ids:  # the overlay does not change the prediction
+        assert (shown / f"{image_id}.png").read_bytes() == (plain / f"{image_id}.png").read_bytes()
+    settings = json.loads((trained / "state.json").read_text())["predict:pred/shown"]["settings"]
+    assert settings["overlay"] is True

@@ -19,7 +19,7 @@ import click
 
 from wsss_cli import __version__
 from wsss_cli.config import GLOBAL_OPTIONS, default_map
-from wsss_cli.errors import WsssError
+from wsss_cli.errors import WsssError, user_message
 from wsss_cli.options import cli_fields
 from wsss_cli.runtime import Runtime
 
@@ -87,13 +87,17 @@ class UserError(click.ClickException):
 
 
 class WsssGroup(click.Group):
-    """Turns the package's user errors into click's one-line error and exit code 2."""
+    """Turns user errors (ours, and a full disk, a missing permission...) into click's
+    one-line error and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except WsssError as e:
-            raise UserError(e.message) from None
+        except (WsssError, OSError) as e:
+            message = user_message(e)
+            if message is None:
+                raise
+            raise UserError(message) from None
 
 
 # ------------------------------------------------------------------ options from dataclass fields
@@ -124,9 +128,27 @@ def _click_type(annotation: Any, meta: dict[str, Any]) -> Any:
     return kind
 
 
-def _parameter(f: Field, annotation: Any) -> Callable:
+def _per_backbone(presets: dict[str, dict[str, Any]], name: str) -> str | None:
+    """``tiny: 24; resnet38, vgg16: 15; ...``: a preset value by backbone, for ``--help``."""
+    from wsss_cli.models.backbones import BACKBONES
+
+    groups: dict[str, list[str]] = {}
+    for backbone in BACKBONES.names():
+        preset = presets.get(backbone, presets.get(BACKBONES.get(backbone).family, {}))
+        if name in preset:
+            value = preset[name]
+            text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            groups.setdefault(text, []).append(backbone)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items()) or None
+
+
+def _parameter(f: Field, annotation: Any, presets: dict[str, dict[str, Any]]) -> Callable:
     """The click option (or argument) of one config field."""
     meta = dict(f.metadata.get("click", {}))
+    if str(meta.get("default_text", "")).startswith("per backbone"):
+        meta["default_text"] = _per_backbone(presets, f.name) or meta["default_text"]
     kind = _click_type(annotation, meta)
     if meta.get("argument"):
         return click.argument(f.name, type=kind)
@@ -149,7 +171,7 @@ def config_parameters(config: type) -> list[click.Parameter]:
     hints = typing.get_type_hints(config)
     command = click.Command("_")
     for f in cli_fields(config):
-        _parameter(f, hints[f.name])(command)
+        _parameter(f, hints[f.name], getattr(config, "PRESETS", {}))(command)
     return command.params
 
 

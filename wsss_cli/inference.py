@@ -75,24 +75,34 @@ def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, 
 
 
 LabelTask = tuple[Path, np.ndarray, np.ndarray, np.ndarray]  # (png, image, scores, classes)
+# also made in the worker from (png path, image, label), before the PNG: e.g. an overlay
+LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 crf: bool, crf_iters: int) -> None:
-    write_palette_png(path, scores_to_label(image, scores, classes, crf, crf_iters))
+                 crf: bool, crf_iters: int, extra: LabelExtra | None = None) -> None:
+    label = scores_to_label(image, scores, classes, crf, crf_iters)
+    if extra is not None:  # first: the PNG marks the image done, for resuming
+        extra(path, image, label)
+    write_palette_png(path, label)
 
 
 def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: int,
-                 progress: Callable[[Iterable], Iterable]) -> None:
+                 progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None) -> None:
     """Write one palette PNG per task; CRF and PNG encoding run on ``jobs`` processes while
-    the caller's generator computes the next scores (on the GPU or torch's threads)."""
+    the caller's generator computes the next scores (on the GPU or torch's threads).
+
+    ``extra`` (picklable: a module-level function or a dataclass instance) is called in
+    the same process with the PNG's path, the image and its label before the PNG is
+    written, so that an image whose PNG exists has its extra output too.
+    """
     threads = torch.get_num_threads()
     if jobs > 1:
         # the CRF processes take cores; torch threads spinning beside them slow down badly
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-            work = (delayed(_write_label)(*task, crf, crf_iters) for task in tasks)
+            work = (delayed(_write_label)(*task, crf, crf_iters, extra) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

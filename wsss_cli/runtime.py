@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
+import platform
 import random
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,9 +55,35 @@ class Runtime:
         random.seed(self.seed)
 
     def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
-        """A tqdm bar on stderr, off with ``--quiet`` or when stderr is not a terminal."""
-        disable = self.quiet or not sys.stderr.isatty()
-        return tqdm(items, desc=desc, total=total, disable=disable, dynamic_ncols=True, leave=False)
+        """A tqdm bar on a terminal; a line every 30 s on stderr when it is a file or a
+        pipe (a cluster job's log); nothing with ``--quiet``."""
+        if self.quiet:
+            return items
+        if sys.stderr.isatty():
+            return tqdm(items, desc=desc, total=total, dynamic_ncols=True, leave=False)
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)
+        return progress_lines(items, desc, total)
+
+
+def progress_lines(items: Iterable[T], desc: str, total: int | None,
+                   every: float = 30.0) -> Iterator[T]:
+    """``items``, writing ``[desc] n/total (rate/s, time left)`` to stderr every ``every`` s."""
+    start = last = time.monotonic()
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            rate = done / (now - start)
+            left = f", {_duration((total - done) / rate)} left" if total else ""
+            count = f"{done}/{total}" if total else str(done)
+            print(f"[{desc}] {count} ({rate:.2f}/s{left})", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def stage_logger(stage: str, log_file: Path, quiet: bool) -> logging.Logger:
@@ -69,5 +99,48 @@ def stage_logger(stage: str, log_file: Path, quiet: bool) -> logging.Logger:
     if not quiet:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter(f"[{stage}] %(message)s"))
+        # the CLI prints a failure itself, once, as its one-line error
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         logger.addHandler(console)
     return logger
+
+
+# variables that change which kernels or how many threads compute the floats
+_NUMERIC_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def environment() -> dict[str, Any]:
+    """What can make the same run give other floats on another machine: the CPU and the
+    SIMD kernels torch dispatches to, thread counts, library builds (docs/results.md#demo).
+    Recorded in ``state.json`` with every stage run."""
+    libraries = {}
+    for name in ("torch", "numpy", "opencv-python-headless", "pydensecrf2", "scikit-image"):
+        try:
+            libraries[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    facts = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "libraries": libraries,
+        "variables": {k: os.environ[k] for k in _NUMERIC_ENV if k in os.environ},
+    }
+    if torch.cuda.is_available():
+        facts["cuda"] = {"version": torch.version.cuda, "device": torch.cuda.get_device_name()}
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -19,11 +19,12 @@ import functools
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from wsss_cli.data.io import image_size, read_image, read_mask
+from wsss_cli.data.io import check_image, image_size, read_image, read_mask
 from wsss_cli.errors import WsssError
 
 VOC_CLASSES = (
@@ -83,6 +84,14 @@ class VocDataset:
             if path.exists():
                 return path
         raise WsssError(f"{self.root / 'JPEGImages' / image_id}.jpg: image not found")
+
+    def check(self, ids: list[str], progress: Callable[..., Iterable] | None = None) -> None:
+        """Check every image of ``ids`` cheaply (:func:`check_image`) and its labels, so a
+        broken file or an unknown class name stops a stage before it starts, not hours in."""
+        items = progress(ids, "checking images") if progress else ids
+        for image_id in items:
+            check_image(self.image_path(image_id))
+            self.labels(image_id)
 
     def mask_path(self, image_id: str) -> Path | None:
         for folder in ("SegmentationClass", "SegmentationClassAug"):
@@ -151,19 +160,21 @@ class VocDataset:
             raise WsssError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, dict):
             raise WsssError(f"{path}: expected an object {{id: [classes]}}")
-        return {k: self._class_indices(v, path) for k, v in raw.items()}
+        return {k: self._class_indices(v, path, k) for k, v in raw.items()}
 
-    def _class_indices(self, entries: list, source: Path) -> list[int]:
+    def _class_indices(self, entries: list, source: Path, image_id: str) -> list[int]:
         out = set()
         for entry in entries:
             if isinstance(entry, str):
                 if entry not in self.classes:
-                    raise WsssError(f"{source}: unknown class name {entry!r}")
+                    raise WsssError(f"{source}: image {image_id!r}: unknown class name {entry!r} "
+                                    f"(classes: {', '.join(self.classes[1:])})")
                 index = self.classes.index(entry)
             elif isinstance(entry, int) and 0 <= entry < self.num_classes:
                 index = entry
             else:
-                raise WsssError(f"{source}: class {entry!r} out of range 1..{self.num_classes - 1}")
+                raise WsssError(f"{source}: image {image_id!r}: class {entry!r} out of range "
+                                f"1..{self.num_classes - 1}")
             if index > 0:
                 out.add(index)
         return sorted(out)
@@ -174,7 +185,7 @@ class VocDataset:
         except ET.ParseError as e:
             raise WsssError(f"{path}: not valid XML ({e})") from None
         names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
-        return self._class_indices(names, path)
+        return self._class_indices(names, path, path.stem)
 
 
 class ImageFolder:
@@ -200,3 +211,8 @@ class ImageFolder:
     def read_image(self, image_id: str) -> np.ndarray:
         """RGB uint8 ``[H, W, 3]``."""
         return read_image(self._paths[image_id])
+
+    def check(self, ids: list[str], progress: Callable[..., Iterable] | None = None) -> None:
+        """:func:`check_image` on every image of ``ids``."""
+        for image_id in progress(ids, "checking images") if progress else ids:
+            check_image(self._paths[image_id])

@@ -49,9 +49,7 @@ def read_image(path: Path) -> np.ndarray:
         raise WsssError(f"{path}: image not found") from None
     except OSError as e:
         raise WsssError(f"{path}: cannot read image ({e.strerror})") from None
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
-        # libjpeg only warns on a missing end-of-image marker and pads with grey
-        raise WsssError(f"{path}: truncated JPEG (no end-of-image marker)")
+    _check_jpeg_end(path, data[:2], data[-1024:])
     # pixels as stored, like Pillow reads the masks: an EXIF rotation applied to the
     # image alone would turn it against its mask
     try:
@@ -62,6 +60,31 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise WsssError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_jpeg_end(path: Path, head: bytes, tail: bytes) -> None:
+    if head == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        # libjpeg only warns on a missing end-of-image marker and pads with grey
+        raise WsssError(f"{path}: truncated JPEG (no end-of-image marker)")
+
+
+def check_image(path: Path) -> None:
+    """The cheap checks run on a whole split before a stage starts: the file is there and
+    readable, its header decodes, a JPEG has its end marker. Reads the header and the
+    last kilobyte, not the pixels."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(max(0, f.seek(0, 2) - 1024))
+            tail = f.read()
+    except FileNotFoundError:
+        raise WsssError(f"{path}: image not found") from None
+    except OSError as e:
+        raise WsssError(f"{path}: cannot read image ({e.strerror})") from None
+    _check_jpeg_end(path, head, tail)
+    if image_size(path) is None:
+        raise WsssError(f"{path}: not a readable image")
 
 
 def image_size(path: Path) -> tuple[int, int] | None:

@@ -2,10 +2,11 @@
 
 A stage's ``run`` says what it reads and writes and then reads straight through::
 
-    with per_image_run("dump-cams", cfg, ids, cams_set, inputs) as job:
+    with per_image_run("dump-cams", cfg, data, ids, cams_set, inputs) as job:
         for image_id in job.todo: ...
 
-The runner claims the outputs in ``state.json`` under the settings hash (refusing to
+The runner checks every image of the run cheaply (a broken file stops the stage before
+it starts, not hours into it), claims the outputs in ``state.json`` under the settings hash (refusing to
 mix settings without ``--overwrite``), records ``config.toml``, opens the log, picks the
 shard's pending ids, and on leaving counts the outputs (per-image) or marks the model
 done; an error marks the run failed instead of leaving it "running".
@@ -25,10 +26,11 @@ import numpy as np
 
 import wsss_cli
 from wsss_cli import ops
-from wsss_cli.errors import WsssError
+from wsss_cli.errors import WsssError, user_message
 from wsss_cli.models.backbones import BACKBONES
+from wsss_cli.models.kinds import CLASSIFIER
 from wsss_cli.options import default_of, option, options_of, settings_of, unhashed
-from wsss_cli.runtime import Runtime, stage_logger
+from wsss_cli.runtime import Runtime, environment, stage_logger
 from wsss_cli.training import Dist, LoopConfig, from_main, init_distributed
 from wsss_cli.workdir import ArtifactSet, Layout, Shard, Workdir, entry_name
 
@@ -82,8 +84,12 @@ def set_option(default: str, what: str) -> Any:
     return unhashed(default, f"{what} (a folder name under WORKDIR).", metavar="NAME")
 
 
-def backbone_option(default: str | None = "resnet38", help: str = "Network body; 'tiny' is for CPU "
-                    "demos and tests.", default_text: str | None = None) -> Any:
+def backbone_option(default: str | None = "resnet50",
+                    help: str = "Network body. resnet50/101 download their ImageNet weights; "
+                                "resnet38 and vgg16 need PSA's converted weights (--pretrained "
+                                "PATH, docs/methods.md#backbones-and-weights); tiny is for CPU "
+                                "demos and tests.",
+                    default_text: str | None = None) -> Any:
     return option(default, help, choices=BACKBONES.names(), default_text=default_text)
 
 
@@ -139,6 +145,12 @@ class TrainingConfig:
                                default_text="the model kind's: cls, aff, seg, single_stage")
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
+    def initial_backbone(self, **options: int) -> Any:
+        """The backbone with its initial weights (``--pretrained``, ``--freeze-bn``);
+        ``options`` go to its constructor."""
+        return prepare_backbone(self.backbone, self.pretrained, self.freeze_bn,
+                                Layout(self.workdir).model(CLASSIFIER), **options)
+
     def loop(self) -> LoopConfig:
         """The training loop's settings (call on a config filled from its preset)."""
         return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -183,11 +195,16 @@ class StageRun:
     record: dict[str, Any] = field(default_factory=dict)  # extra fields for state.json
 
     def fail(self, error: BaseException) -> None:
-        """Leave ``state.json`` saying what stopped the run, not "running"."""
-        if self.writes_state:
-            message = error.message if isinstance(error, WsssError) else type(error).__name__
+        """Leave ``state.json`` and the log saying what stopped the run, not "running"."""
+        if not self.writes_state:
+            return
+        message = user_message(error) or f"{type(error).__name__}: {error}".splitlines()[0]
+        self.logger.error("failed: %s", message, extra={"file_only": True})
+        try:
             self.workdir.update_stage(self.name, status="failed", error=message,
                                       seconds=self.elapsed())
+        except OSError:  # the disk that failed the run may refuse this too
+            pass
 
     def elapsed(self) -> float:
         return round(time.time() - self.started, 2)
@@ -233,7 +250,8 @@ class PerImageRun(StageRun):
                            count=present, total=len(self.ids))
             return summary
 
-        self.workdir.update_stage(self.name, count, seconds=self.elapsed(), versions=versions())
+        self.workdir.update_stage(self.name, count, seconds=self.elapsed(), versions=versions(),
+                                  environment=environment())
         self.logger.info("%d/%d outputs present (%s)", summary["count"], len(self.ids),
                          summary["status"])
 
@@ -282,10 +300,12 @@ def _claim(name: str, cfg: Any, outputs: Sequence[Path], log_dir: Path,
 
 
 @contextmanager
-def per_image_run(name: str, cfg: Any, ids: Sequence[str], output: ArtifactSet,
+def per_image_run(name: str, cfg: Any, images: Any, ids: list[str], output: ArtifactSet,
                   inputs: dict[str, Any] | None = None) -> Iterator[PerImageRun]:
-    """Run a per-image stage writing ``output``: yields the run with this shard's pending ids;
-    on leaving, counts the outputs (or marks the run failed on an error)."""
+    """Run a per-image stage over ``ids`` of ``images`` (a dataset or an image folder)
+    writing ``output``: yields the run with this shard's pending ids; on leaving, counts
+    the outputs (or marks the run failed on an error)."""
+    images.check(ids, cfg.runtime.progress)
     base = _claim(name, cfg, [output.folder], output.folder, inputs)
     shard = Shard.parse(cfg.shard)
     job = PerImageRun(**vars(base), ids=ids, output=output,
@@ -301,11 +321,12 @@ def per_image_run(name: str, cfg: Any, ids: Sequence[str], output: ArtifactSet,
 
 
 @contextmanager
-def training_run(stage: str, cfg: TrainingConfig, kind: str,
+def training_run(stage: str, cfg: TrainingConfig, kind: str, data: Any, ids: list[str],
                  inputs: dict[str, Any] | None = None) -> Iterator[TrainingRun]:
-    """Run a training stage writing a model of ``kind`` (to ``--out`` or the kind's folder):
-    yields the run (``finished_before`` when that model exists with these settings); on
-    leaving, marks it done with ``job.record`` (or failed on an error)."""
+    """Run a training stage on ``ids`` of ``data`` writing a model of ``kind`` (to ``--out``
+    or the kind's folder): yields the run (``finished_before`` when that model exists with
+    these settings); on leaving, marks it done with ``job.record`` (or failed on an error)."""
+    data.check(ids, cfg.runtime.progress)
     layout = Layout(cfg.workdir)
     model_dir = layout.root / cfg.out if cfg.out else layout.model_dir(kind)
     name = entry_name(stage, model_dir.name, layout.model_dir(kind).name)
@@ -321,6 +342,7 @@ def training_run(stage: str, cfg: TrainingConfig, kind: str,
         raise
     if job.writes_state and not job.finished_before:
         job.workdir.update_stage(job.name, status="done", seconds=job.elapsed(), versions=versions(),
+                                 environment=environment(),
                                  **job.record)
 
 

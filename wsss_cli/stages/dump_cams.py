@@ -61,7 +61,7 @@ def run(cfg: DumpCamsConfig) -> Path:
     method = CAM_METHODS.get(meta.get("method", "cam"))
     cams = layout.cams(cfg.out)
     name = entry_name(STAGE, cfg.out, Layout.CAMS)
-    with per_image_run(name, cfg, data.ids(cfg.split), cams,
+    with per_image_run(name, cfg, data, data.ids(cfg.split), cams,
                        {"model_digest": file_digest(model_path)}) as job:
         device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, job.todo,
                                                 cfg.workers)

@@ -80,8 +80,8 @@ def run(cfg: MakeAffLabelsConfig) -> Path:
     layout = Layout(cfg.workdir)
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
-    with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data.ids(cfg.split),
-                       labels, inputs) as job:
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, data.ids(cfg.split), labels,
+                       inputs) as job:
         jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
             delayed(_one_image)(data, cams, labels, i, cfg) for i in job.todo)
         for _ in job.progress(jobs):

@@ -5,18 +5,28 @@ upsampled to the image size and averaged; the dense CRF on that distribution (de
 in DeepLab; ``--no-crf`` skips it); the arg-max written as a VOC palette PNG at image size.
 Works on a dataset split (``--data --split``) or on a plain folder of images
 (``--images``); resumable and shardable like every per-image stage.
+
+With ``--overlay`` (on by default for ``--images``) the same worker processes also write
+``overlay/<id>.jpg``: the image tinted with its predicted classes' colours, above a legend.
+After the run a per-image class summary (share of pixels per class) is printed and
+written to ``summary.json``, for every image of the run with a prediction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wsss_cli.data.dataset import ImageFolder, VocDataset
+from wsss_cli.data.io import read_mask
+from wsss_cli.data.overlay import OVERLAY_FOLDER, OverlayWriter, class_name
 from wsss_cli.errors import WsssError
+from wsss_cli.evaluation import format_table
 from wsss_cli.inference import LabelTask, class_probs, prepare_inference, write_labels
 from wsss_cli.models.kinds import SEGMENTATION, SINGLE_STAGE, load_model
 from wsss_cli.options import option
@@ -28,10 +38,12 @@ from wsss_cli.stages.common import (
     per_image_run,
     split_option,
 )
-from wsss_cli.workdir import Layout, file_digest
+from wsss_cli.workdir import ArtifactSet, Layout, file_digest, write_bytes
 
 STAGE = "predict"
 SEGMENTERS = (SEGMENTATION, SINGLE_STAGE)  # the checkpoint kinds predict can run
+SUMMARY = "summary.json"
+SUMMARY_ROWS = 20  # printed; summary.json has every image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +62,10 @@ class PredictConfig(NetworkPassConfig):
     out: str | None = option(None, "Output folder under WORKDIR.", metavar="NAME",
                              default_text="pred/<split or images folder name>")
     jobs: int = jobs_option()
+    overlay: bool | None = option(None, "Also write overlay/<id>.jpg: the image tinted with the predicted "
+                                        "classes' colours, with a legend.",
+                                  default_text="on with --images, off for a dataset split",
+                                  hashed="unless-default")
 
 
 def default_model(layout: Layout) -> Path:
@@ -73,17 +89,67 @@ def _source(cfg: PredictConfig) -> tuple[VocDataset | ImageFolder, list[str], st
     return data, data.ids(cfg.split), cfg.split
 
 
+def _class_names(images: VocDataset | ImageFolder, meta: dict[str, Any]) -> tuple[str, ...]:
+    """The dataset's class names; for ``--images`` the checkpoint's (train-seg and
+    train-single-stage save them), else ``class<i>``."""
+    if isinstance(images, VocDataset):
+        return tuple(images.classes)
+    names = tuple(meta.get("classes") or ())
+    return tuple(class_name(names, i) for i in range(meta.get("num_classes", len(names))))
+
+
+def class_shares(label: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Percent of the pixels of ``label`` per class present, largest first (2 decimals)."""
+    counts = np.bincount(label.ravel(), minlength=len(names))
+    order = sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], c))
+    return {class_name(names, int(c)): round(100 * float(counts[c]) / label.size, 2) for c in order}
+
+
+def summarize(output: ArtifactSet, ids: Sequence[str], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per image of ``ids`` that has a prediction in ``output``: its id, size and
+    :func:`class_shares` (read back from the PNGs: images predicted by earlier runs or
+    other shards count too)."""
+    entries = []
+    for image_id in ids:
+        path = output.path(image_id)
+        if path.exists():
+            label = read_mask(path)
+            entries.append({"id": image_id, "size": list(label.shape),
+                            "percent": class_shares(label, names)})
+    return entries
+
+
+def format_summary(entries: Sequence[dict[str, Any]], rows: int = SUMMARY_ROWS) -> str:
+    """The first ``rows`` images and their classes as a text table, then ``... N more``."""
+    table = format_table(["image", "classes (% of pixels)"],
+                         [[e["id"], ", ".join(f"{name} {share:.1f}" for name, share in e["percent"].items())]
+                          for e in entries[:rows]])
+    table = "\n".join(line.rstrip() for line in table.splitlines())
+    if len(entries) > rows:
+        table += f"\n... {len(entries) - rows} more"
+    return table
+
+
 def run(cfg: PredictConfig) -> Path:
-    """Write ``WORKDIR/<out>/<id>.png`` for every image; returns the folder."""
+    """Write ``WORKDIR/<out>/<id>.png`` for every image (and ``overlay/<id>.jpg`` with
+    ``--overlay``), print the class summary and write ``summary.json``; returns the folder."""
     layout = Layout(cfg.workdir)
     images, ids, name = _source(cfg)
+    # overlays are on by default for a folder of images; the value that equals this default
+    # is stored as None, so that `--images --overlay` and `--images` share one settings hash
+    overlay_default = cfg.images is not None
+    overlay = overlay_default if cfg.overlay is None else cfg.overlay
+    cfg = replace(cfg, overlay=None if overlay == overlay_default else overlay)
     model_path = Path(cfg.model) if cfg.model else default_model(layout)
     num_classes = images.num_classes if isinstance(images, VocDataset) else None
-    model, _ = load_model(model_path, SEGMENTERS, num_classes)
+    model, meta = load_model(model_path, SEGMENTERS, num_classes)
+    names = _class_names(images, meta)
     predictions = layout.labels(cfg.out) if cfg.out else layout.predictions(name)
-    with per_image_run(f"{STAGE}:{predictions.name}", cfg, ids, predictions,
+    with per_image_run(f"{STAGE}:{predictions.name}", cfg, images, ids, predictions,
                        {"model_digest": file_digest(model_path)}) as job:
         job.logger.info("model %s", model_path)
+        if overlay:
+            job.logger.info("overlays in %s", predictions.folder / OVERLAY_FOLDER)
         device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, images, job.todo,
                                                 cfg.workers)
 
@@ -93,5 +159,18 @@ def run(cfg: PredictConfig) -> Path:
                 probs = class_probs(model, image, cfg.scales, cfg.flip, device, amp)
                 yield predictions.path(image_id), image, probs, np.arange(1, len(probs))
 
-        write_labels(predicted(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress)
+        write_labels(predicted(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress,
+                     OverlayWriter(names) if overlay else None)
+    _write_summary(predictions, ids, names, cfg.runtime.quiet)
     return predictions.folder
+
+
+def _write_summary(predictions: ArtifactSet, ids: list[str], names: Sequence[str], quiet: bool) -> None:
+    """``summary.json`` of every image's classes (written when it changed), and its table."""
+    entries = summarize(predictions, ids, names)
+    summary = (json.dumps({"classes": list(names), "images": entries}, indent=2) + "\n").encode()
+    path = predictions.folder / SUMMARY
+    if not path.exists() or path.read_bytes() != summary:  # a finished run resumed writes nothing
+        write_bytes(path, summary)
+    if not quiet:
+        print(format_summary(entries))

@@ -132,7 +132,7 @@ def run(cfg: RandomWalkConfig) -> Path:
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
               "model_digest": file_digest(model_path)}
-    with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data.ids(cfg.split), labels,
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data, data.ids(cfg.split), labels,
                        inputs) as job:
         device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, job.todo,
                                                 cfg.workers)

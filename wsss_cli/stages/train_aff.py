@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
@@ -21,7 +22,6 @@ from wsss_cli.options import option
 from wsss_cli.stages.common import (
     TrainingConfig,
     fill_from_preset,
-    prepare_backbone,
     set_option,
     training_run,
 )
@@ -45,6 +45,7 @@ PRESETS: dict[str, dict] = {
 
 @dataclass(frozen=True, kw_only=True)
 class TrainAffConfig(TrainingConfig):
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     pretrained: str | None = option(None, "Initial backbone weights; cls = the trained "
                                           "classifier's.", metavar="PATH|imagenet|none|cls",
                                     default_text="cls for tiny, imagenet otherwise")
@@ -73,12 +74,11 @@ def run(cfg: TrainAffConfig) -> Path:
                         f"{len(missing)} images (run make-aff-labels first)")
     inputs = Workdir(cfg.workdir).producer_hashes(
         entry_name("make-aff-labels", cfg.aff_labels, Layout.AFF_LABELS))
-    with training_run(STAGE, cfg, AFFINITY, inputs) as job:
+    with training_run(STAGE, cfg, AFFINITY, data, ids, inputs) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
-        model = AffinityNet(prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                             layout.model(CLASSIFIER)))
+        model = AffinityNet(cfg.initial_backbone())
         _check_crop(cfg.crop_size, model.stride)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long)
         dataset = AffinitySet(data, ids, labels.folder, aug, model.stride, RADIUS, cfg.runtime.seed)

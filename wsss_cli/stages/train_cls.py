@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from wsss_cli.cam_methods import CAM_METHODS
 from wsss_cli.data.augment import AugmentConfig
@@ -21,11 +22,9 @@ from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
     fill_from_preset,
-    prepare_backbone,
     training_run,
 )
 from wsss_cli.training import fit, param_groups
-from wsss_cli.workdir import Layout
 
 STAGE = "train-cls"
 # PSA's train_cls.py (colour jitter 0.3 with hue 0.1), IRN's run_sample.py (no colour
@@ -45,6 +44,7 @@ PRESETS: dict[str, dict] = {
 
 @dataclass(frozen=True, kw_only=True)
 class TrainClsConfig(TrainingConfig):
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     backbone: str = backbone_option()
     method: str = option("cam", "CAM method: what the classifier learns and how dump-cams reads "
                                 "its maps (docs/methods.md).", hashed="unless-default",
@@ -63,13 +63,11 @@ def run(cfg: TrainClsConfig) -> Path:
     method = CAM_METHODS.get(cfg.method)
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
-    with training_run(STAGE, cfg, CLASSIFIER) as job:
+    with training_run(STAGE, cfg, CLASSIFIER, data, ids) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
-        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                    Layout(cfg.workdir).model(CLASSIFIER))
-        model = method.build(backbone, data.num_classes - 1, cfg.dropout)
+        model = method.build(cfg.initial_backbone(), data.num_classes - 1, cfg.dropout)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long,
                             color_jitter=cfg.color_jitter)
         dataset = ClassificationSet(data, ids, aug, cfg.runtime.seed)

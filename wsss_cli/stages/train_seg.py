@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import SegmentationSet
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs
-from wsss_cli.models.kinds import CLASSIFIER, SEGMENTATION
+from wsss_cli.models.kinds import SEGMENTATION
 from wsss_cli.models.segmentation import BACKBONE_OPTIONS, HEADS, SegNet
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
@@ -32,7 +32,6 @@ from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
     fill_from_preset,
-    prepare_backbone,
     set_option,
     training_run,
 )
@@ -58,6 +57,7 @@ PRESETS: dict[str, dict] = {
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSegConfig(TrainingConfig):
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     backbone: str = backbone_option()
     pretrained: str | None = option(None, "Initial backbone weights; cls = the trained "
                                           "classifier's.", metavar="PATH|imagenet|none|cls",
@@ -133,12 +133,11 @@ def run(cfg: TrainSegConfig) -> Path:
         cfg = replace(cfg, labels=label_dir)
     inputs = {} if cfg.labels else Workdir(cfg.workdir).producer_hashes(
         entry_name("random-walk", cfg.pseudo, Layout.PSEUDO))
-    with training_run(STAGE, cfg, SEGMENTATION, inputs) as job:
+    with training_run(STAGE, cfg, SEGMENTATION, data, ids, inputs) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
-        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn, layout.model(CLASSIFIER),
-                                    **BACKBONE_OPTIONS.get(cfg.backbone, {}))
+        backbone = cfg.initial_backbone(**BACKBONE_OPTIONS.get(cfg.backbone, {}))
         model = SegNet(backbone, data.num_classes, cfg.head, cfg.refine)
         # DeepLab's augmentation has no colour jitter (docs/results.md#train-seg)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +30,16 @@ from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.errors import WsssError
-from wsss_cli.models.kinds import CLASSIFIER, SINGLE_STAGE
+from wsss_cli.models.kinds import SINGLE_STAGE
 from wsss_cli.models.single_stage import HeadConfig, SingleStageNet, head_defaults
 from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
     fill_from_preset,
-    prepare_backbone,
     training_run,
 )
 from wsss_cli.training import StepContext, fit, param_groups
-from wsss_cli.workdir import Layout
 
 STAGE = "train-single-stage"
 
@@ -61,6 +60,7 @@ PRESETS: dict[str, dict] = {
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSingleStageConfig(TrainingConfig):
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     backbone: str = backbone_option()
     pretrain_epochs: int | None = option(None, "Epochs of classification loss only before the mask "
                                                "loss joins.", min=0,
@@ -181,13 +181,11 @@ def run(cfg: TrainSingleStageConfig) -> Path:
     cfg = cfg.resolved()
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
-    with training_run(STAGE, cfg, SINGLE_STAGE) as job:
+    with training_run(STAGE, cfg, SINGLE_STAGE, data, ids) as job:
         if job.finished_before:
             return job.model
         cfg.runtime.seed_everything()
-        backbone = prepare_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
-                                    Layout(cfg.workdir).model(CLASSIFIER))
-        model = SingleStageNet(backbone, data.num_classes - 1, cfg.head_config())
+        model = SingleStageNet(cfg.initial_backbone(), data.num_classes - 1, cfg.head_config())
         # channels_last: faster convolutions on the CPU too (fit sets it on CUDA only)
         model.to(memory_format=torch.channels_last)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,

@@ -6,7 +6,7 @@ what the first one finished.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from wsss_cli.data.dataset import VocDataset
@@ -68,8 +68,9 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     train_seg.run(train_seg.TrainSegConfig(**common, backbone="tiny", epochs=cfg.epochs,
                                            workers=cfg.workers))
     for split in ("train", "val"):  # train: compare with the pseudo-labels it learnt from
-        predict.run(predict.PredictConfig(**common, split=split, workers=cfg.workers,
-                                          jobs=cfg.jobs))
+        # quiet: the demo prints its own table, not predict's per-image class summary
+        predict.run(predict.PredictConfig(**common | {"runtime": replace(cfg.runtime, quiet=True)},
+                                          split=split, workers=cfg.workers, jobs=cfg.jobs))
 
     rows = _evaluate(cfg, workdir, root)
     write_json(Layout(workdir).eval("demo"),
