@@ -123,7 +123,8 @@ def environment() -> dict[str, Any]:
     facts = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": _cpu_info("model name"),
+        "cpu_flags": sorted(set(_cpu_info("flags").split()) & _KERNEL_FLAGS),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
@@ -135,12 +136,17 @@ def environment() -> dict[str, Any]:
     return facts
 
 
-def _cpu_model() -> str:
+# the instruction sets whose presence changes the kernels oneDNN picks for convolutions
+_KERNEL_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"}
+
+
+def _cpu_info(key: str) -> str:
+    """A field of the first processor in ``/proc/cpuinfo`` ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() if key == "model name" else ""
