@@ -58,6 +58,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("stages.predict", "PredictConfig",
                 "A trained segmentation or single-stage model on a split or an image folder -> "
                 "palette PNGs at image size in WORKDIR/pred/<split>/."),
+    "diagnose": ("stages.diagnose", "DiagnoseConfig",
+                 "Where a run loses, link by link, against ground truth: affinity-label precision, "
+                 "AffinityNet's pair separation, the walk against its CAMs, the CRF alone."),
     "report": ("stages.report", "ReportConfig",
                "One self-contained HTML page: mIoU per stage, per-class IoU, and image / CAM / "
                "affinity label / pseudo-label / prediction / ground truth side by side."),
