@@ -489,3 +489,65 @@ def test_report_renders_in_headless_chromium(tmp_path, toy_data, chromium):
     assert len(colours) > 500 and image.std() > 25
     background = np.median(image.reshape(-1, 3), axis=0)
     assert (np.abs(image.astype(int) - background).max(axis=2) > 30).mean() > 0.1
+
+
+# ---------------------------------------------------------------- wsss diagnose
+
+
+DIAGNOSIS = {
+    "split": "train", "images": 8, "alpha": 4.0,
+    "affinity_labels": {"foreground_share": 12.34, "foreground_precision": 87.65, "background_share": 80.11,
+                        "background_precision": 93.21, "unsure_share": 7.55},
+    "affinity_net": {"auc": 71.42, "auc_by_distance": {"1": 66.61, "2": 68.82, "5": 74.93},
+                     "pairs": {"same_class": 1234567, "different_class": 7654}},
+    "chain": {name: {"miou": miou, "per_class": per_class(miou), "pixels": 1000,
+                     "inside_objects": inside, "outside_objects": outside}
+              for name, miou, inside, outside in (
+                  ("CAM", 31.11, 41.01, 3.31), ("CAM + CRF", 36.66, 39.02, 0.92),
+                  ("walk", 44.44, 52.03, 1.13), ("walk + CRF", 42.22, 50.04, 0.24))},
+}
+
+
+def test_diagnosis_section(tmp_path, toy_data):
+    workdir = make_workdir(tmp_path / "w", toy_data)
+    page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
+    assert "<h2>Diagnosis</h2>" not in page  # no diagnose_*.json: no section
+    write_json(workdir / "eval" / "diagnose_train.json", DIAGNOSIS)
+    page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
+    diag = section(page, "Diagnosis")
+    assert "split train: 8 images, alpha 4" in diag and "eval/diagnose_train.json" in diag
+    # the affinity labels: share and precision of each kind (unsure has no precision)
+    for name, share, right in (("confident foreground", "12.34", "87.65"),
+                               ("confident background", "80.11", "93.21")):
+        assert re.search(rf"<td>{name}</td><td>.*?<b>{share}</b>.*?<b>{right}</b>.*?</tr>", diag)
+    assert re.search(r"<td>unsure</td><td>.*?<b>7.55</b>.*?—", diag)
+    # AffinityNet: overall, then by distance, with the pairs counted
+    auc = re.search(r"<tr><td>AUC %</td>(.*?)</tr>", diag)[1]
+    assert re.findall(r"[\d.]+", auc) == ["71.42", "66.61", "68.82", "74.93"]
+    assert "1,234,567 same-class and 7,654 different-class pairs" in diag
+    # the chain, in order: link, mIoU (the best one highlighted), object px right, background px as object
+    rows = re.findall(r"<tr><td>(CAM|CAM \+ CRF|walk|walk \+ CRF)</td>(.*?)</tr>", diag)
+    assert [name for name, _ in rows] == ["CAM", "CAM + CRF", "walk", "walk + CRF"]
+    assert [re.findall(r">([\d.]+)<", cells) for _, cells in rows] == [
+        ["31.11", "41.01", "3.31"], ["36.66", "39.02", "0.92"], ["44.44", "52.03", "1.13"],
+        ["42.22", "50.04", "0.24"]]
+    assert 'class="bar best"><i style="width:44.4%"></i><b>44.44</b>' in diag
+    # each part says how to read it
+    assert diag.count('<p class="muted">') >= 4 and "50 chance" in diag and "lower is better" in diag
+    # not an evaluation: no row of the mIoU table, no column of the per-class table
+    assert "diagnose" not in section(page, "mIoU") and "diagnose" not in section(page, "Per-class IoU %")
+    assert "31.11" not in page.replace(diag, "")
+    # parts not measured say so; a malformed file, or one that is not JSON, is a note
+    write_json(workdir / "eval" / "diagnose_val.json", {**DIAGNOSIS, "split": "val", "affinity_labels": None,
+                                                        "chain": None})
+    # (one with a top-level miou is still no evaluation)
+    write_json(workdir / "eval" / "diagnose_bad.json", {**DIAGNOSIS, "miou": 98.76,
+                                                        "affinity_net": {"auc": "fairly_good"}})
+    (workdir / "eval" / "diagnose_junk.json").write_text("[1, 2")
+    write_json(workdir / "eval" / "diagnose_list.json", [1, 2])
+    page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
+    diag = section(page, "Diagnosis")
+    assert re.findall(r"<h3>split (\w+)", diag) == ["bad", "junk", "list", "train", "val"]
+    assert diag.count("unreadable: not a result of wsss diagnose") == 3
+    assert "Not measured (no affinity labels" in diag and "Not measured (no CAMs" in diag
+    assert "fairly_good" not in diag and "98.76" not in page

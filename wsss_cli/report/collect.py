@@ -4,7 +4,8 @@ The stages recorded in ``state.json`` (a failed one with its error), their setti
 versions and environment with ``config.toml``'s options (device, seed), the training
 curves of every model folder's ``metrics.jsonl``, every evaluation with an mIoU
 (``WORKDIR/eval/*.json`` and ``WORKDIR/pred/*/eval.json``) with its per-class IoU and
-threshold sweep, and sample rows as data URIs: for a few evenly spaced images of a split
+threshold sweep, the diagnoses of ``wsss diagnose`` (``WORKDIR/eval/diagnose_*.json``),
+and sample rows as data URIs: for a few evenly spaced images of a split
 (and of ``val`` when it has predictions) the image, CAM, affinity label, pseudo-label,
 prediction and ground truth, the split's worst images by per-image mIoU, and the images
 of a ``predict --images`` folder beside their predictions. A missing or unreadable
@@ -13,7 +14,8 @@ exactly when a run is half done.
 
 This module puts the page's parts together; what each is, and how it is read, lives in
 :mod:`~wsss_cli.report.runinfo` (stages, settings, run facts, the dataset),
-:mod:`~wsss_cli.report.evaluations`, :mod:`~wsss_cli.report.curves` (training curves),
+:mod:`~wsss_cli.report.evaluations`, :mod:`~wsss_cli.report.diagnosis`,
+:mod:`~wsss_cli.report.curves` (training curves),
 :mod:`~wsss_cli.report.samples` (which images, which artifacts) and
 :mod:`~wsss_cli.report.pictures` (thumbnails, heatmaps, label colours).
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss_cli.report.curves import TrainingCurve, training_curves
+from wsss_cli.report.diagnosis import Diagnosis, collect_diagnoses
 from wsss_cli.report.evaluations import Evaluation, class_names, collect_evaluations
 from wsss_cli.report.pictures import LabelClass, label_classes
 from wsss_cli.report.runinfo import (
@@ -54,6 +57,7 @@ class ReportData:
     sample_sets: list[SampleSet]
     facts: list[Fact] = field(default_factory=list)
     curves: list[TrainingCurve] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
 
     @property
     def stage_seconds(self) -> float:
@@ -90,4 +94,5 @@ def collect(workdir: Path, data: Path | None = None, split: str = "train", sampl
         workdir=workdir.resolve(), dataset=dataset.root.resolve() if dataset else None, split=split,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"), stages=stage_entries(state, config),
         evaluations=evals, classes=label_classes(names), sample_sets=sets,
-        facts=run_facts(state, config), curves=training_curves(workdir, state, config))
+        facts=run_facts(state, config), curves=training_curves(workdir, state, config),
+        diagnoses=collect_diagnoses(workdir))

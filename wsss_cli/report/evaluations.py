@@ -1,6 +1,7 @@
 """The evaluations of a workdir: every result with an mIoU (``WORKDIR/eval/*.json`` and
 ``WORKDIR/pred/*/eval.json``) with its per-class IoU and threshold sweep, and the class
-names they imply when there is no dataset.
+names they imply when there is no dataset. ``eval/diagnose_*.json`` is not an evaluation:
+its section is :mod:`~wsss_cli.report.diagnosis`'s.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss_cli.data.dataset import VocDataset
+from wsss_cli.report.diagnosis import is_diagnosis
 from wsss_cli.report.runinfo import workdir_key
 from wsss_cli.workdir import Layout
 
@@ -47,12 +49,15 @@ def _load_json(path: Path) -> dict | None:
 
 
 def collect_evaluations(workdir: Path) -> list[Evaluation]:
-    """Every result with an ``miou`` in ``eval/*.json`` and ``pred/*/eval.json``, in pipeline order."""
+    """Every result with an ``miou`` in ``eval/*.json`` (but the diagnoses) and ``pred/*/eval.json``,
+    in pipeline order."""
     layout = Layout(workdir)
     eval_folder = layout.eval("_").parent
     pred_folder = layout.predictions("_").folder.parent
     found: list[Evaluation] = []
     for path in sorted(eval_folder.glob("*.json")):
+        if is_diagnosis(path.stem):  # its own section: its chain's mIoUs are not a run's results
+            continue
         found += _evaluations_of(path.stem, workdir_key(path, workdir), _load_json(path))
     for path in sorted(pred_folder.glob(f"*/{PRED_EVAL}")):
         found += _evaluations_of(f"pred_{path.parent.name}", workdir_key(path, workdir), _load_json(path))
