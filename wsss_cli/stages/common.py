@@ -106,6 +106,18 @@ class PerImageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GroundTruthConfig:
+    """The options of the stages that score a work folder against ground truth."""
+
+    data: Path = data_option()
+    workdir: Path = workdir_option()
+    split: str = split_option()
+    crf_iters: int = crf_iters_option()
+    jobs: int = jobs_option()
+    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
+
+
+@dataclass(frozen=True, kw_only=True)
 class NetworkPassConfig(PerImageConfig):
     """A per-image stage that runs a network over the images (CAMs, walk, prediction)."""
 

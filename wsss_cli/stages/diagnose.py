@@ -14,7 +14,7 @@ A user with a few labelled images sees where their run loses (docs/methods.md#di
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,7 @@ from wsss_cli.models.affinity_net import pair_affinities
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
-from wsss_cli.stages.common import (
-    crf_iters_option,
-    data_option,
-    jobs_option,
-    set_option,
-    split_option,
-    workdir_option,
-)
+from wsss_cli.stages.common import GroundTruthConfig, set_option
 from wsss_cli.walk import PSA_WALK_ALPHA, WALK_ALPHA, affinity_features, auto_walk_scale, scaled_size
 from wsss_cli.workdir import Layout, Workdir, read_cams, write_json
 
@@ -49,10 +42,7 @@ CHAIN = ("CAM", "CAM + CRF", "walk", "walk + CRF")
 
 
 @dataclass(frozen=True, kw_only=True)
-class DiagnoseConfig:
-    data: Path = data_option()
-    workdir: Path = workdir_option()
-    split: str = split_option()
+class DiagnoseConfig(GroundTruthConfig):
     cams: str = set_option(Layout.CAMS, "CAM set the walk started from")
     aff_labels: str = set_option(Layout.AFF_LABELS, "Affinity-label set AffinityNet learnt from")
     walk: str = set_option(Layout.PSEUDO_NO_CRF, "The walk's labels without CRF (random-walk "
@@ -64,9 +54,6 @@ class DiagnoseConfig:
                                  min_open=True, default_text="random-walk's, from state.json")
     images: int | None = option(None, "Diagnose only the first N images of the split.", min=1,
                                 default_text="all")
-    crf_iters: int = crf_iters_option()
-    jobs: int = jobs_option()
-    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def run(cfg: DiagnoseConfig) -> dict[str, Any]:

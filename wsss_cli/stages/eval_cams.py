@@ -8,8 +8,7 @@ threshold (background score = the threshold, normalised per pixel).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -20,30 +19,16 @@ from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
 from wsss_cli.inference import scores_to_label
 from wsss_cli.options import option
-from wsss_cli.runtime import Runtime
-from wsss_cli.stages.common import (
-    crf_iters_option,
-    data_option,
-    jobs_option,
-    set_option,
-    split_option,
-    workdir_option,
-)
+from wsss_cli.stages.common import GroundTruthConfig, set_option
 from wsss_cli.workdir import ArtifactSet, Layout, read_cams, write_json
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalCamsConfig:
-    data: Path = data_option()
-    workdir: Path = workdir_option()
-    split: str = split_option()
+class EvalCamsConfig(GroundTruthConfig):
     cams: str = set_option(Layout.CAMS, "CAM set to evaluate")
     crf: bool = option(False, "Also evaluate CAM + dense CRF at the best threshold.")
-    crf_iters: int = crf_iters_option()
-    jobs: int = jobs_option()
-    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def _crf_confusion(data: VocDataset, cam_set: ArtifactSet, image_id: str, threshold: float,
