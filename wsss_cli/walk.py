@@ -20,6 +20,11 @@ from wsss_cli.models.affinity_net import AffinityNet
 WALK_ALPHA = {"tiny": 8.0}
 PSA_WALK_ALPHA = 16.0
 
+
+def default_alpha(backbone: str) -> float:
+    """The walk's background exponent for an AffinityNet on ``backbone``."""
+    return WALK_ALPHA.get(backbone, PSA_WALK_ALPHA)
+
 # PSA's logt = 8 (256 steps) was set for VOC images: ~500 x 375 px, a ~63 x 47 grid
 _PSA_GRID_SIDE = (63 * 47) ** 0.5
 

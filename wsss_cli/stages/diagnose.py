@@ -34,7 +34,7 @@ from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import GroundTruthConfig, set_option
-from wsss_cli.walk import PSA_WALK_ALPHA, WALK_ALPHA, affinity_features, auto_walk_scale, scaled_size
+from wsss_cli.walk import affinity_features, auto_walk_scale, default_alpha, scaled_size
 from wsss_cli.workdir import Layout, Workdir, read_cams, write_json
 
 AUC_BINS = 1000  # affinity histogram resolution for the ROC AUC
@@ -78,7 +78,7 @@ def run(cfg: DiagnoseConfig) -> dict[str, Any]:
 def _walk_alpha(layout: Layout, backbone: str) -> float:
     """The alpha random-walk used (its settings in state.json), else its default rule."""
     recorded = Workdir(layout.root).stage_state("random-walk").get("settings", {}).get("alpha")
-    return float(recorded) if recorded else WALK_ALPHA.get(backbone, PSA_WALK_ALPHA)
+    return float(recorded) if recorded else default_alpha(backbone)
 
 
 # ------------------------------------------------------------------ affinity labels

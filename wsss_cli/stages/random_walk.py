@@ -19,7 +19,7 @@ from wsss_cli.inference import LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import NetworkPassConfig, crf_iters_option, jobs_option, per_image_run, set_option
-from wsss_cli.walk import PSA_WALK_ALPHA, WALK_ALPHA, walk_scores
+from wsss_cli.walk import default_alpha, walk_scores
 from wsss_cli.workdir import Layout, Workdir, entry_name, file_digest, read_cams
 
 STAGE = "random-walk"
@@ -59,7 +59,7 @@ def run(cfg: RandomWalkConfig) -> Path:
     model_path = Path(cfg.aff_model or layout.model(AFFINITY))
     model, meta = load_model(model_path, (AFFINITY,))
     if cfg.alpha is None:
-        cfg = replace(cfg, alpha=WALK_ALPHA.get(meta["backbone"], PSA_WALK_ALPHA))
+        cfg = replace(cfg, alpha=default_alpha(meta["backbone"]))
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
               "model_digest": file_digest(model_path)}
