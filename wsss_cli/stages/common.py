@@ -340,8 +340,10 @@ def training_run(stage: str, cfg: TrainingConfig, kind: str, data: Any, ids: lis
     these settings); on leaving, marks it done with ``job.record`` (or failed on an error)."""
     data.check(ids, cfg.runtime.progress)
     layout = Layout(cfg.workdir)
-    model_dir = layout.root / cfg.out if cfg.out else layout.model_dir(kind)
-    name = entry_name(stage, model_dir.name, layout.model_dir(kind).name)
+    default = layout.model_dir(kind).name
+    folder = cfg.out or default
+    model_dir = layout.root / folder
+    name = entry_name(stage, folder, default)
     base = _claim(name, cfg, [model_dir / "model.pt", model_dir / "last.pt"], model_dir, inputs)
     job = TrainingRun(**vars(base), model_dir=model_dir)
     job.finished_before = job.finished_before and job.model.exists()
