@@ -128,12 +128,3 @@ def cam_heatmap(cams: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     if heat.shape[:2] != image.shape[:2]:
         heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return cv2.addWeighted(image, 0.5, heat, 0.5, 0)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The label colours half over the image where the label is not background."""
-    colour = colour_labels(mask)
-    if colour.shape[:2] != image.shape[:2]:
-        colour = cv2.resize(colour, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-    blend = cv2.addWeighted(image, 0.45, colour, 0.55, 0)
-    return np.where((colour != 0).any(axis=2, keepdims=True), blend, image)

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from wsss_cli.data.augment import resize
 from wsss_cli.data.dataset import ImageFolder, VocDataset
+from wsss_cli.data.overlay import tint
 from wsss_cli.errors import WsssError
 from wsss_cli.report.pictures import (
     Picture,
@@ -22,7 +24,6 @@ from wsss_cli.report.pictures import (
     label_picture,
     missing_note,
     names_of,
-    overlay,
     read_label_map,
     thumbnail,
     try_read,
@@ -264,5 +265,7 @@ def folder_row(images: ImageFolder, image_id: str, path: Path, names: Sequence[s
     if image is None or mask is None:
         pictures.append(Picture("overlay", note="missing"))
     else:
-        pictures.append(encoded_picture("overlay", thumbnail(overlay(image, mask)), "jpeg"))
+        if mask.shape != image.shape[:2]:
+            mask = resize(mask, image.shape[:2], nearest=True)
+        pictures.append(encoded_picture("overlay", thumbnail(tint(image, mask)), "jpeg"))
     return pictures
