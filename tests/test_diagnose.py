@@ -11,9 +11,11 @@ from stage_runs import build_reference, invoke, stage_args
 
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
-from wsss_cli.evaluation import evaluate_folder
+from wsss_cli.evaluation import evaluate_folder, iou_summary
+from wsss_cli.ops import confusion_matrix
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.diagnose import _auc
+from wsss_cli.workdir import read_cams
 
 
 def test_auc_of_histograms():
@@ -61,6 +63,16 @@ def test_diagnose_measures_every_link(reference, tmp_path):
 
     chain = result["chain"]
     assert list(chain) == ["CAM", "CAM + CRF", "walk", "walk + CRF"]
+    # the walk's start is random-walk's: the tiny preset's constant background 0.6
+    assert result["start"] == "[0.6, CAMs / max], CRF on scores^4"
+    confusion = 0
+    for image_id in ids:
+        classes, cams = read_cams(work / "cams" / f"{image_id}.npz")
+        peaks = np.maximum(cams.max(axis=(1, 2)), 1e-5)[:, None, None]  # as random-walk
+        scores = np.concatenate([np.full((1, *cams.shape[1:]), 0.6), cams / peaks])
+        pred = np.concatenate([[0], classes])[scores.argmax(axis=0)]
+        confusion = confusion + confusion_matrix(pred, dataset.read_mask(image_id), dataset.num_classes)
+    assert chain["CAM"]["miou"] == iou_summary(confusion, dataset.classes)["miou"]
     for link, folder in (("walk", "pseudo_nocrf"), ("walk + CRF", "pseudo")):
         want = evaluate_folder(work / folder, data / "SegmentationClass", ids, dataset.classes,
                                Runtime(quiet=True))

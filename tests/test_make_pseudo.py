@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wsss_cli import cli, walk
+from wsss_cli import cli
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.data.toy import make_toy_dataset
@@ -38,19 +38,6 @@ def test_options_and_sections_reach_each_stage(tmp_path, monkeypatch):
     assert cfg.make_aff_labels.crf_iters == 3 and cfg.random_walk.crf_iters == 3
     assert cfg.dump_cams.scales == (1.0, 0.5, 1.5, 2.0)  # stage default
     assert cfg.dump_cams.data == Path(tmp_path / "toy")
-
-
-def test_auto_logt_is_psa_on_voc_sized_grids_and_shorter_on_small_ones():
-    assert walk.auto_logt(63, 47) == 8  # a 500 x 375 VOC image at stride 8
-    assert walk.auto_logt(16, 16) == 4  # a 128 px image
-    assert walk.auto_logt(2, 2) == 1
-    assert walk.auto_logt(500, 500) == 10
-
-
-def test_walk_scale_upscales_only_small_images():
-    assert walk.auto_walk_scale(128, 128) == 2  # 16x16 grid -> 32x32
-    assert walk.auto_walk_scale(375, 500) == 1  # VOC: PSA's grid
-    assert walk.auto_walk_scale(40, 300) == 4  # capped
 
 
 @pytest.mark.slow

@@ -43,7 +43,8 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     for stage in ("train-cls", "dump-cams", "make-aff-labels", "train-aff", "random-walk",
                   "train-seg", "predict:pred/train", "predict:pred/val"):
         assert state[stage]["status"] == "done", stage
-    assert state["random-walk"]["settings"]["alpha"] == 8  # the tiny backbone's walk alpha
+    settings = state["random-walk"]["settings"]  # the tiny backbone's walk preset
+    assert settings["background"] == "threshold" and settings["bg_threshold"] == 0.6
 
     # a second run reuses every finished stage and prints the same table
     again = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],

@@ -495,7 +495,7 @@ def test_report_renders_in_headless_chromium(tmp_path, toy_data, chromium):
 
 
 DIAGNOSIS = {
-    "split": "train", "images": 8, "alpha": 4.0,
+    "split": "train", "images": 8, "start": "[0.6, CAMs / max], CRF on scores^4",
     "affinity_labels": {"foreground_share": 12.34, "foreground_precision": 87.65, "background_share": 80.11,
                         "background_precision": 93.21, "unsure_share": 7.55},
     "affinity_net": {"auc": 71.42, "auc_by_distance": {"1": 66.61, "2": 68.82, "5": 74.93},
@@ -515,7 +515,8 @@ def test_diagnosis_section(tmp_path, toy_data):
     write_json(workdir / "eval" / "diagnose_train.json", DIAGNOSIS)
     page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
     diag = section(page, "Diagnosis")
-    assert "split train: 8 images, alpha 4" in diag and "eval/diagnose_train.json" in diag
+    assert "split train: 8 images, the walk starts from [0.6, CAMs / max], CRF on scores^4" in diag
+    assert "eval/diagnose_train.json" in diag
     # the affinity labels: share and precision of each kind (unsure has no precision)
     for name, share, right in (("confident foreground", "12.34", "87.65"),
                                ("confident background", "80.11", "93.21")):

@@ -61,13 +61,16 @@ def multiscale_sum(
 
 
 def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: bool,
-                    crf_iters: int) -> np.ndarray:
+                    crf_iters: int, crf_power: float = 1.0) -> np.ndarray:
     """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]``.
 
     Channel 0 is background, channel ``k`` is class ``classes[k - 1]``; with ``crf`` the
-    scores are normalised to a distribution and refined by a dense CRF first.
+    scores raised to ``crf_power`` are normalised to a distribution and refined by a dense
+    CRF first.
     """
     if crf and len(classes):
+        if crf_power != 1:
+            scores = np.power(np.maximum(scores, 0), crf_power)
         probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
         scores = ops.dense_crf(image, probs.astype(np.float32), iters=crf_iters)
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
@@ -80,15 +83,16 @@ LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 crf: bool, crf_iters: int, extra: LabelExtra | None = None) -> None:
-    label = scores_to_label(image, scores, classes, crf, crf_iters)
+                 crf: bool, crf_iters: int, crf_power: float, extra: LabelExtra | None) -> None:
+    label = scores_to_label(image, scores, classes, crf, crf_iters, crf_power)
     if extra is not None:  # first: the PNG marks the image done, for resuming
         extra(path, image, label)
     write_palette_png(path, label)
 
 
 def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: int,
-                 progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None) -> None:
+                 progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None,
+                 crf_power: float = 1.0) -> None:
     """Write one palette PNG per task; CRF and PNG encoding run on ``jobs`` processes while
     the caller's generator computes the next scores (on the GPU or torch's threads).
 
@@ -102,7 +106,7 @@ def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: in
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-            work = (delayed(_write_label)(*task, crf, crf_iters, extra) for task in tasks)
+            work = (delayed(_write_label)(*task, crf, crf_iters, crf_power, extra) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

@@ -58,7 +58,7 @@ class Diagnosis:
     split: str
     note: str | None = None
     images: int | None = None
-    alpha: float | None = None
+    start: str | None = None  # the walk's starting scores
     labels: list[LabelKind] | None = None  # None: not measured
     auc: float | None = None
     auc_by_distance: list[tuple[str, float | None]] = field(default_factory=list)
@@ -102,7 +102,9 @@ def _parse(obj: Any, split: str, key: str) -> Diagnosis:
     parts = ("affinity_labels", "affinity_net", "chain")
     if not any(obj.get(p) is not None for p in parts):
         raise _Malformed("nothing measured")
-    result = Diagnosis(key, split, images=_int(obj.get("images")), alpha=_number(obj.get("alpha")))
+    start = obj.get("start")
+    result = Diagnosis(key, split, images=_int(obj.get("images")),
+                       start=start if isinstance(start, str) else None)
     if isinstance(obj.get("split"), str):
         result.split = obj["split"]
     labels = obj.get("affinity_labels")

@@ -78,6 +78,12 @@ def crf_iters_option() -> Any:
                   min=1)
 
 
+def crf_power_option(default: float | None = 1.0, **meta: Any) -> Any:
+    return option(default, "Scores are raised to this power before they are normalised into the "
+                           "CRF's unary: above 1 they weigh more against its pairwise terms.",
+                  min=0, min_open=True, hashed="unless-default", **meta)
+
+
 def set_option(default: str, what: str) -> Any:
     """The name of an artifact set under WORKDIR (a folder); the set's own settings hash
     ties it to its inputs, so the name itself is not hashed."""
@@ -171,21 +177,23 @@ class TrainingConfig:
                           resume=self.resume)
 
 
-def fill_from_preset(cfg: T, presets: dict[str, dict[str, Any]]) -> T:
-    """Fill the options a user left unset (None) from the backbone's preset.
+def fill_from_preset(cfg: T, presets: dict[str, dict[str, Any]], backbone: str | None = None) -> T:
+    """Fill the options a user left unset (None) from the preset of ``backbone`` (default:
+    ``cfg.backbone``).
 
     ``presets`` is keyed by backbone name or, for most stages, by the backbone's preset
     family (``BACKBONES``): psa, irn, tiny. BatchNorm is frozen by default when starting
     from pretrained weights: their statistics beat those of a batch of a few crops (PSA,
     IRN); a network trained from scratch must learn them.
     """
-    spec = BACKBONES.get(cfg.backbone)
-    preset = presets.get(cfg.backbone, presets.get(spec.family))
+    backbone = backbone or cfg.backbone
+    spec = BACKBONES.get(backbone)
+    preset = presets.get(backbone, presets.get(spec.family))
     if preset is None:
-        raise WsssError(f"--backbone {cfg.backbone}: this stage has no preset for it (family "
+        raise WsssError(f"--backbone {backbone}: this stage has no preset for it (family "
                         f"{spec.family})")
     cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
-    if cfg.freeze_bn is None:
+    if getattr(cfg, "freeze_bn", False) is None:
         cfg = replace(cfg, freeze_bn=cfg.pretrained != "none")
     return cfg
 

@@ -6,8 +6,9 @@ On the same images it measures each link of the chain against the ground truth:
 - AffinityNet: how well ``a_ij`` separates the pixel pairs of one ground-truth class
   from pairs of two classes (ROC AUC), per pair distance on the stride grid;
 - the walk: the walk's labels before the CRF against the CAM scores it started from
-  (``[(1 - max CAM)^alpha, CAMs]``), per class, and how much object it gains inside
-  the objects and how much background it takes outside them;
+  (PSA's ``[(1 - max CAM)^alpha, CAMs]`` or IRN's ``[threshold, CAMs / max]``), per
+  class, and how much object it gains inside the objects and how much background it
+  takes outside them;
 - the CRF: the CRF alone on those starting scores against the walk + CRF.
 A user with a few labelled images sees where their run loses (docs/methods.md#diagnose).
 """
@@ -28,14 +29,14 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import format_table, iou_summary
-from wsss_cli.inference import scores_to_label, with_background
+from wsss_cli.inference import scores_to_label
 from wsss_cli.models.affinity_net import pair_affinities
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import GroundTruthConfig, set_option
-from wsss_cli.walk import affinity_features, auto_walk_scale, default_alpha, scaled_size
-from wsss_cli.workdir import Layout, Workdir, read_cams, write_json
+from wsss_cli.walk import affinity_features, auto_walk_scale, scaled_size, walk_preset, walk_start
+from wsss_cli.workdir import Layout, Workdir, entry_name, read_cams, write_json
 
 AUC_BINS = 1000  # affinity histogram resolution for the ROC AUC
 CHAIN = ("CAM", "CAM + CRF", "walk", "walk + CRF")
@@ -50,8 +51,6 @@ class DiagnoseConfig(GroundTruthConfig):
     pseudo: str = set_option(Layout.PSEUDO, "The walk + CRF pseudo-labels")
     aff_model: Path | None = option(None, "AffinityNet checkpoint.", dir_okay=False,
                                     default_text="WORKDIR/aff/model.pt")
-    alpha: float | None = option(None, "Background exponent of the walk's starting scores.", min=0,
-                                 min_open=True, default_text="random-walk's, from state.json")
     images: int | None = option(None, "Diagnose only the first N images of the split.", min=1,
                                 default_text="all")
 
@@ -65,20 +64,32 @@ def run(cfg: DiagnoseConfig) -> dict[str, Any]:
     layout = Layout(cfg.workdir)
     model_path = Path(cfg.aff_model or layout.model(AFFINITY))
     model, meta = load_model(model_path, (AFFINITY,))
-    alpha = cfg.alpha or _walk_alpha(layout, meta["backbone"])
-    result: dict[str, Any] = {"split": cfg.split, "images": len(ids), "alpha": alpha}
+    start = _walk_start(layout, cfg.pseudo, meta["backbone"])
+    result: dict[str, Any] = {"split": cfg.split, "images": len(ids), "start": describe_start(start)}
     result["affinity_labels"] = _affinity_label_quality(data, ids, layout.labels(cfg.aff_labels), cfg)
     result["affinity_net"] = _affinity_auc(model, data, ids, cfg.runtime)
-    result["chain"] = _chain(data, ids, layout, alpha, cfg)
+    result["chain"] = _chain(data, ids, layout, start, cfg)
     write_json(layout.eval(f"diagnose_{cfg.split}"), result)
     print(format_report(result))
     return result
 
 
-def _walk_alpha(layout: Layout, backbone: str) -> float:
-    """The alpha random-walk used (its settings in state.json), else its default rule."""
-    recorded = Workdir(layout.root).stage_state("random-walk").get("settings", {}).get("alpha")
-    return float(recorded) if recorded else default_alpha(backbone)
+def _walk_start(layout: Layout, pseudo: str, backbone: str) -> dict[str, Any]:
+    """How random-walk started and ended the walk that wrote ``pseudo`` (its settings in
+    state.json), else its preset: background, alpha, bg_threshold, crf_power."""
+    entry = entry_name("random-walk", pseudo, Layout.PSEUDO)
+    recorded = Workdir(layout.root).stage_state(entry).get("settings", {})
+    preset = walk_preset(backbone)
+    return {k: preset[k] if recorded.get(k) is None else recorded[k] for k in preset}
+
+
+def describe_start(start: dict[str, Any]) -> str:
+    """``[(1 - max CAM)^8, CAMs]``, ``[0.6, CAMs / max]``; with the CRF's power unless 1."""
+    if start["background"] == "psa":
+        text = f"[(1 - max CAM)^{start['alpha']:g}, CAMs]"
+    else:
+        text = f"[{start['bg_threshold']:g}, CAMs / max]"
+    return text + (f", CRF on scores^{start['crf_power']:g}" if start["crf_power"] != 1 else "")
 
 
 # ------------------------------------------------------------------ affinity labels
@@ -157,7 +168,7 @@ def _auc(hist: np.ndarray) -> float | None:
 # ------------------------------------------------------------------ the chain: CAM, walk, CRF
 
 
-def _chain(data: VocDataset, ids: list[str], layout: Layout, alpha: float,
+def _chain(data: VocDataset, ids: list[str], layout: Layout, start: dict[str, Any],
            cfg: DiagnoseConfig) -> dict[str, Any] | None:
     """mIoU per link (CAM start, CAM + CRF, walk, walk + CRF), each with the share of object
     pixels it labels right (inside) and of background pixels it calls an object (outside)."""
@@ -165,7 +176,7 @@ def _chain(data: VocDataset, ids: list[str], layout: Layout, alpha: float,
     if cams.missing(ids):
         return None
     jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-        delayed(_chain_confusions)(data, i, cams, walk, pseudo, alpha, cfg.crf_iters) for i in ids)
+        delayed(_chain_confusions)(data, i, cams, walk, pseudo, start, cfg.crf_iters) for i in ids)
     total: dict[str, np.ndarray] = {}
     for confusions in cfg.runtime.progress(jobs, "diagnose: CAM, walk, CRF", total=len(ids)):
         for name, confusion in confusions.items():
@@ -174,12 +185,13 @@ def _chain(data: VocDataset, ids: list[str], layout: Layout, alpha: float,
 
 
 def _chain_confusions(data: VocDataset, image_id: str, cams: Any, walk: Any, pseudo: Any,
-                      alpha: float, crf_iters: int) -> dict[str, np.ndarray]:
+                      start: dict[str, Any], crf_iters: int) -> dict[str, np.ndarray]:
     classes, scores = read_cams(cams.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)
-    start = with_background(scores, alpha)
-    labels = {"CAM": scores_to_label(image, start, classes, crf=False, crf_iters=crf_iters),
-              "CAM + CRF": scores_to_label(image, start, classes, crf=True, crf_iters=crf_iters)}
+    scores = walk_start(scores, start["background"], start["alpha"], start["bg_threshold"])
+    labels = {"CAM": scores_to_label(image, scores, classes, crf=False, crf_iters=crf_iters),
+              "CAM + CRF": scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters,
+                                           crf_power=start["crf_power"])}
     for name, labelled in (("walk", walk), ("walk + CRF", pseudo)):
         if labelled.path(image_id).exists():
             labels[name] = read_mask(labelled.path(image_id))
@@ -195,7 +207,8 @@ def _link_summary(confusion: np.ndarray, classes: tuple[str, ...]) -> dict[str, 
 
 def format_report(result: dict[str, Any]) -> str:
     """The diagnosis as the terminal shows it."""
-    lines = [f"diagnose: {result['images']} images of split {result['split']} (alpha {result['alpha']})"]
+    lines = [f"diagnose: {result['images']} images of split {result['split']} (the walk starts "
+             f"from {result['start']})"]
     aff = result["affinity_labels"]
     if aff:
         lines.append(f"affinity labels: confident foreground {aff['foreground_share']}% of pixels, "

@@ -19,7 +19,7 @@ from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
 from wsss_cli.inference import scores_to_label
 from wsss_cli.options import option
-from wsss_cli.stages.common import GroundTruthConfig, set_option
+from wsss_cli.stages.common import GroundTruthConfig, crf_power_option, set_option
 from wsss_cli.workdir import ArtifactSet, Layout, read_cams, write_json
 
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
@@ -29,15 +29,17 @@ THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
 class EvalCamsConfig(GroundTruthConfig):
     cams: str = set_option(Layout.CAMS, "CAM set to evaluate")
     crf: bool = option(False, "Also evaluate CAM + dense CRF at the best threshold.")
+    crf_power: float = crf_power_option()
 
 
 def _crf_confusion(data: VocDataset, cam_set: ArtifactSet, image_id: str, threshold: float,
-                   crf_iters: int) -> np.ndarray:
-    """Confusion matrix of argmax CRF([t, CAMs] normalised per pixel) for one image."""
+                   crf_iters: int, crf_power: float) -> np.ndarray:
+    """Confusion matrix of argmax CRF([t, CAMs]^crf_power normalised per pixel) for one image."""
     classes, cams = read_cams(cam_set.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)
     scores = np.concatenate([np.full((1, *gt.shape), threshold, np.float32), cams])
-    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters)
+    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters,
+                           crf_power=crf_power)
     return ops.confusion_matrix(pred, gt, data.num_classes)
 
 
@@ -69,7 +71,8 @@ def run(cfg: EvalCamsConfig) -> dict:
     }
     if cfg.crf:
         jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_crf_confusion)(data, cam_set, i, THRESHOLDS[best], cfg.crf_iters) for i in ids)
+            delayed(_crf_confusion)(data, cam_set, i, THRESHOLDS[best], cfg.crf_iters,
+                                    cfg.crf_power) for i in ids)
         confusion = sum(cfg.runtime.progress(jobs, "eval-cams crf", total=len(ids)))
         result["crf"] = iou_summary(confusion, data.classes)
     write_json(layout.eval(f"{cfg.cams}_{cfg.split}"), result)

@@ -3,23 +3,33 @@
 Per image (PSA's ``infer_aff.py``): the full image is padded to a multiple of the
 stride, AffinityNet gives features f on the stride grid, the scores
 ``[(1 - max CAM)^alpha, CAMs]`` are average-pooled to that grid and walked with
-``ops.random_walk`` (beta, logt), upsampled, cropped and arg-maxed. Optionally a dense
-CRF on the walked scores sharpens the boundaries.
+``ops.random_walk`` (beta, logt), upsampled, cropped and arg-maxed. With the ``threshold``
+background (IRN's) only the CAMs walk and a constant background is put back after. A
+dense CRF on the walked scores (raised to ``crf_power``) sharpens the boundaries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.inference import LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
-from wsss_cli.stages.common import NetworkPassConfig, crf_iters_option, jobs_option, per_image_run, set_option
-from wsss_cli.walk import default_alpha, walk_scores
+from wsss_cli.stages.common import (
+    NetworkPassConfig,
+    crf_iters_option,
+    crf_power_option,
+    fill_from_preset,
+    jobs_option,
+    per_image_run,
+    set_option,
+)
+from wsss_cli.walk import BACKGROUNDS, PRESETS, WalkSettings, logt_on_voc, walk_scores
 from wsss_cli.workdir import Layout, Workdir, entry_name, file_digest, read_cams
 
 STAGE = "random-walk"
@@ -27,25 +37,33 @@ STAGE = "random-walk"
 
 @dataclass(frozen=True, kw_only=True)
 class RandomWalkConfig(NetworkPassConfig):
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     aff_model: Path | None = option(None, "AffinityNet checkpoint.", dir_okay=False,
                                     default_text="WORKDIR/aff/model.pt")
-    alpha: float | None = option(None, "Background score (1 - max CAM)^alpha.", min=0, min_open=True,
-                                 default_text="PSA's 16; 8 for tiny, whose from-scratch CAMs stay "
-                                              "~0.2-0.3 off the objects")
+    background: str | None = option(None, "The walk's background: psa = the channel (1 - max "
+                                          "CAM)^alpha walked with the CAMs; threshold = IRN's "
+                                          "constant --bg-threshold against each walked CAM "
+                                          "divided by its maximum.", choices=BACKGROUNDS,
+                                    default_text="per backbone")
+    alpha: float | None = option(None, "Background exponent of --background psa.", min=0,
+                                 min_open=True, default_text="per backbone")
+    bg_threshold: float | None = option(None, "Background threshold of --background threshold.",
+                                        min=0, max=1, default_text="per backbone")
     beta: float = option(float(default_of(ops.random_walk, "beta")), "Affinity sharpening a^beta.",
                          min=0, min_open=True)
     logt: int | None = option(None, "The walk takes 2^logt steps.", min=0, max=12,
-                              default_text="auto, PSA's 8 on VOC-sized images (~63x47 grid), "
-                                           "8 + 2 log2(grid side / 54) elsewhere, e.g. 6 on 128 px "
-                                           "images at the auto --walk-scale 2")
+                              default_text="auto: on a VOC-sized grid (~63x47) PSA's 8 (3 for "
+                                           "tiny), + 2 log2(grid side / 54) elsewhere")
     radius: int = option(default_of(ops.random_walk, "radius"),
                          "Neighbourhood radius on the feature grid.", min=2)
     walk_scale: float | None = option(None, "Resize images by this factor before AffinityNet and "
                                             "the walk.", min=0.25, max=8,
-                                      default_text="auto, the integer factor bringing the short "
-                                                   "side to 256 px: 1 on VOC, 2 at 128 px")
+                                      default_text="auto: 1 when the short side is 256 px or "
+                                                   "more (VOC), else the integer factor (at most "
+                                                   "4) bringing it nearest 512 px, 4 at 128 px")
     crf: bool = option(True, "Dense CRF on the walked scores.")
     crf_iters: int = crf_iters_option()
+    crf_power: float | None = crf_power_option(None, default_text="per backbone")
     out: str = option(Layout.PSEUDO, "Pseudo-label set to write (a folder name under WORKDIR).",
                       metavar="NAME")
     cams: str = set_option(Layout.CAMS, "CAM set to read")
@@ -58,8 +76,8 @@ def run(cfg: RandomWalkConfig) -> Path:
     layout = Layout(cfg.workdir)
     model_path = Path(cfg.aff_model or layout.model(AFFINITY))
     model, meta = load_model(model_path, (AFFINITY,))
-    if cfg.alpha is None:
-        cfg = replace(cfg, alpha=default_alpha(meta["backbone"]))
+    cfg = fill_from_preset(cfg, PRESETS, meta["backbone"])
+    settings = walk_settings(cfg, meta["backbone"])
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
               "model_digest": file_digest(model_path)}
@@ -72,9 +90,16 @@ def run(cfg: RandomWalkConfig) -> Path:
             for image_id, image in loader:
                 image = image.numpy()
                 classes, scores = read_cams(cams.path(image_id))
-                scores = walk_scores(model, image, scores, cfg.alpha, cfg.beta, cfg.logt,
-                                     cfg.radius, device, amp, cfg.walk_scale)
+                scores = walk_scores(model, image, scores, settings, device, amp)
                 yield labels.path(image_id), image, scores, classes
 
-        write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress)
+        write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress,
+                     crf_power=cfg.crf_power)
     return labels.folder
+
+
+def walk_settings(cfg: RandomWalkConfig, backbone: str) -> WalkSettings:
+    """The walk's settings of a config filled from its preset."""
+    return WalkSettings(background=cfg.background, alpha=cfg.alpha, bg_threshold=cfg.bg_threshold,
+                        beta=cfg.beta, radius=cfg.radius, logt=cfg.logt,
+                        logt_on_voc=logt_on_voc(backbone), scale=cfg.walk_scale)

@@ -25,6 +25,7 @@ from wsss_cli.stages import (
     train_cls,
     train_seg,
 )
+from wsss_cli.walk import PRESETS as WALK_PRESETS
 from wsss_cli.workdir import Layout, write_json
 from wsss_cli.workflows import make_pseudo
 
@@ -84,8 +85,10 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
 
 def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str, float]]:
     """``[(stage, split, mIoU)]`` of every stage's output, each also in ``eval/*.json``."""
+    # the CRF as the walk's, so that the two CRF rows differ by the walk alone
     cam = eval_cams.run(eval_cams.EvalCamsConfig(data=root, workdir=workdir, runtime=cfg.runtime,
-                                                 crf=True, jobs=cfg.jobs))
+                                                 crf=True, jobs=cfg.jobs,
+                                                 crf_power=WALK_PRESETS["tiny"]["crf_power"]))
     data = VocDataset(root)
     layout = Layout(workdir)
     gt = root / "SegmentationClass"
