@@ -29,3 +29,4 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed  ## the benchmark tables (bench/results/*.json)
 	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/pamr.py
+	$(BIN)/python bench/cam_methods.py

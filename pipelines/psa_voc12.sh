@@ -8,7 +8,9 @@
 #   RES38_WEIGHTS  PSA's ImageNet ResNet-38 converted to .pth
 #                  (ilsvrc-cls_rna-a1_cls1000_ep-0001.pth), or set RES38_WEIGHTS=...
 # Environment: NPROC (GPUs for the training stages, via torchrun; default 1),
-#              JOBS (CPU processes for the dense CRF; default: all cores).
+#              JOBS (CPU processes for the dense CRF; default: all cores),
+#              METHOD (the classifier's CAM method, train-cls --method; default cam;
+#              seam_voc12.sh sets seam, whose presets follow it through every stage).
 #
 # Every stage skips work that is already done with the same settings, so the script can
 # be run again after an interruption; training stages resume with --resume.
@@ -38,7 +40,7 @@ wsss_train() {
 }
 
 wsss_train train-cls --data "$data" --workdir "$work" --split train_aug \
-    --backbone resnet38 --pretrained "$weights" --resume
+    --backbone resnet38 --pretrained "$weights" --method "${METHOD:-cam}" --resume
 wsss dump-cams       --data "$data" --workdir "$work" --split train_aug
 wsss eval-cams       --data "$data" --workdir "$work" --split train --jobs "$jobs"
 wsss make-aff-labels --data "$data" --workdir "$work" --split train_aug --jobs "$jobs"

@@ -114,10 +114,25 @@ def walk_scores(
 ) -> np.ndarray:
     """Walked scores ``[1 + n, H, W]`` of an RGB image ``[H, W, 3]`` and its CAMs ``[n, H, W]``.
 
+    With the ``threshold`` background only the CAMs walk: each walked map is divided by
+    its maximum and the constant background put back, as IRN does.
+    """
+    start = walk_start(cams, settings.background, settings.alpha, 0.0)
+    if settings.background == "psa":
+        return walk_maps(model, image, start, settings, device, amp)
+    walked = walk_maps(model, image, start[1:], settings, device, amp)
+    return with_threshold(walked, settings.bg_threshold)
+
+
+@torch.no_grad()
+def walk_maps(
+    model: AffinityNet, image: np.ndarray, maps: np.ndarray, settings: WalkSettings,
+    device: torch.device, amp: bool = False,
+) -> np.ndarray:
+    """Maps ``[k, H, W]`` of an RGB image ``[H, W, 3]`` walked on its affinities ``[k, H, W]``.
+
     The walk runs on the stride grid of the image resized by ``settings.scale`` (None =
     :func:`auto_walk_scale`) for ``2^logt`` steps (None = :func:`auto_logt` of that grid).
-    With the ``threshold`` background only the CAMs walk: each walked map is divided by its
-    maximum and the constant background put back, as IRN does.
     """
     h, w = image.shape[:2]
     scale = auto_walk_scale(h, w) if settings.scale is None else settings.scale
@@ -125,10 +140,7 @@ def walk_scores(
     s = model.stride
     ph, pw = -sh % s, -sw % s
     features = affinity_features(model, image, scale, device, amp)
-    start = walk_start(cams, settings.background, settings.alpha, 0.0)
-    if settings.background == "threshold":
-        start = start[1:]
-    scores = torch.from_numpy(start).to(device)
+    scores = torch.from_numpy(maps).to(device)
     scores = F.interpolate(scores[None], (sh, sw), mode="bilinear", align_corners=False)
     scores = F.avg_pool2d(F.pad(scores, (0, pw, 0, ph)), s, s)[0]
     logt = settings.logt
@@ -139,10 +151,7 @@ def walk_scores(
     walked = walked[:, :, :sh, :sw]
     if (sh, sw) != (h, w):
         walked = F.interpolate(walked, (h, w), mode="bilinear", align_corners=False)
-    walked = walked[0].cpu().numpy()
-    if settings.background == "threshold":
-        return with_threshold(walked, settings.bg_threshold)
-    return walked
+    return walked[0].cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
 # Environment: SHARDS (array tasks per per-image stage; default 8), GPUS (per training
 #              job; default 4), CPUS (per array task, used by the CRF; default 8),
 #              WSSS_VENV (virtual environment to activate in the jobs), SBATCH_ARGS
-#              (extra sbatch options for every job, e.g. "--partition=gpu --account=me").
+#              (extra sbatch options for every job, e.g. "--partition=gpu --account=me"),
+#              METHOD (train-cls --method; default cam; submit_seam.sh sets seam).
 # Prints the job ids; `squeue --me` follows them. Rerunning the script after a failure
 # redoes only what is missing (finished stages and images are skipped).
 set -euo pipefail
@@ -41,7 +42,7 @@ submit() {
 }
 
 submit --gpus-per-node="$gpus" "$here/train.sbatch" train-cls "${io[@]}" --split train_aug \
-    --backbone resnet38 --pretrained "$weights" --resume
+    --backbone resnet38 --pretrained "$weights" --method "${METHOD:-cam}" --resume
 submit "${array[@]}" --gpus=1 "$here/stage.sbatch" dump-cams "${io[@]}" --split train_aug
 submit "${array[@]}" "$here/stage.sbatch" make-aff-labels "${io[@]}" --split train_aug \
     --jobs "$cpus"

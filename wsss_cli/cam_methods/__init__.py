@@ -2,7 +2,9 @@
 
 A method is one module with an object satisfying :class:`CamMethod` and one
 ``CAM_METHODS.register`` line below (docs/adding-a-method.md). The classifier checkpoint
-records its method, so dump-cams needs no option to read it.
+records its method, so dump-cams needs no option to read it. ``CAM_READERS`` are other
+ways to read any classifier's maps (``dump-cams --method``: Grad-CAM, Grad-CAM++); they
+need the network's ``features(x)`` and ``classify(features)``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,24 @@ from wsss_cli.models.backbones import Backbone
 from wsss_cli.registry import Registry
 
 
-class CamMethod(Protocol):
-    """``build`` the network, its training ``loss``, and its ``cams`` at inference."""
+class CamReader(Protocol):
+    def cams(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Class maps ``[B, C, h, w]`` (any stride) of a normalised batch ``x``."""
+
+    def normalize(self, total: Tensor) -> Tensor:
+        """The maps ``[n, H, W]`` summed over scales and flips -> values in [0, 1]."""
+
+
+class CamMethod(CamReader, Protocol):
+    """``build`` the network, its training ``loss``, and its ``cams`` at inference;
+    ``configured`` binds train-cls's options, ``presets`` replace train-cls's (or None),
+    ``downstream[family][stage]`` are its defaults for later stages."""
+
+    presets: dict[str, dict[str, Any]] | None
+    downstream: dict[str, dict[str, dict[str, Any]]]
+
+    def configured(self, cfg: Any) -> CamMethod:
+        """The method with the options of a resolved train-cls config."""
 
     def build(self, backbone: Backbone, num_classes: int, dropout: float) -> nn.Module:
         """The network over ``num_classes`` foreground classes; ``.backbone`` and ``.head``
@@ -25,17 +43,33 @@ class CamMethod(Protocol):
     def loss(self, net: nn.Module, batch: list[Tensor], ctx: Any) -> Tensor:
         """The training loss of a batch ``(images [B, 3, H, W], labels [B, C])``."""
 
-    def cams(self, model: nn.Module, x: Tensor) -> Tensor:
-        """Class maps ``[B, C, h, w]`` (any stride, >= 0) of a normalised batch ``x``."""
+
+class Defaults:
+    """The optional parts of a method or reading: train-cls's presets and options, the
+    defaults it brings to later stages (``downstream[family][stage]``), and PSA's
+    normalisation of the summed maps, ``max(0, s) / (max s + 1e-5)`` per class."""
+
+    presets: dict[str, dict[str, Any]] | None = None
+    downstream: dict[str, dict[str, dict[str, Any]]] = {}  # noqa: RUF012 (read only)
+
+    def configured(self, cfg: Any) -> Defaults:
+        return self
+
+    def normalize(self, total: Tensor) -> Tensor:
+        return total.clamp(min=0) / (total.amax(dim=(1, 2), keepdim=True) + 1e-5)
 
 
 CAM_METHODS: Registry[CamMethod] = Registry("CAM method", "--method")
+CAM_READERS: Registry[CamReader] = Registry("CAM reading", "--method")
 
 
 def _register_builtin() -> None:
-    from wsss_cli.cam_methods import cam
+    from wsss_cli.cam_methods import cam, gradcam, seam
 
     CAM_METHODS.register("cam", cam.CAM)
+    CAM_METHODS.register("seam", seam.SEAM)
+    CAM_READERS.register("gradcam", gradcam.GradCam(plus_plus=False))
+    CAM_READERS.register("gradcam++", gradcam.GradCam(plus_plus=True))
 
 
 _register_builtin()

@@ -8,11 +8,12 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wsss_cli.cam_methods import Defaults
 from wsss_cli.models.backbones import Backbone
 from wsss_cli.models.classifier import CamNet
 
 
-class PlainCam:
+class PlainCam(Defaults):
     def build(self, backbone: Backbone, num_classes: int, dropout: float) -> nn.Module:
         return CamNet(backbone, num_classes, dropout)
 

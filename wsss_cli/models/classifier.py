@@ -30,10 +30,18 @@ class CamNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B, 3, H, W]`` -> class logits ``[B, num_classes]``."""
-        features = self.dropout(self.backbone(x)[-1])
-        pooled = features.mean(dim=(2, 3), keepdim=True)
+        return self.classify(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, 3, H, W]`` -> the last feature map ``[B, D, H/s, W/s]``."""
+        return self.backbone(x)[-1]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The last feature map -> class logits ``[B, num_classes]`` (Grad-CAM differentiates
+        this)."""
+        pooled = self.dropout(features).mean(dim=(2, 3), keepdim=True)
         return self.classifier(pooled).flatten(1)
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B, 3, H, W]`` -> CAMs ``[B, num_classes, H/s, W/s]`` (s = output stride)."""
-        return F.relu(F.conv2d(self.backbone(x)[-1], self.classifier.weight))
+        return F.relu(F.conv2d(self.features(x), self.classifier.weight))

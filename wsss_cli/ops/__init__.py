@@ -6,10 +6,12 @@ test vectors recorded from the papers' reference code (``tests/test_ops_*.py``).
 
 from wsss_cli.ops.affinity import affinity_labels, affinity_offsets
 from wsss_cli.ops.crf import dense_crf
+from wsss_cli.ops.gradcam import gradcam
 from wsss_cli.ops.metrics import confusion_matrix, miou
 from wsss_cli.ops.ngwp import ngwp, pseudo_gt
 from wsss_cli.ops.pamr import pamr
 from wsss_cli.ops.random_walk import random_walk
+from wsss_cli.ops.seam import pcm, seam_losses, seam_normalize
 from wsss_cli.ops.stochastic_gate import stochastic_gate
 
 __all__ = [
@@ -17,10 +19,14 @@ __all__ = [
     "affinity_offsets",
     "confusion_matrix",
     "dense_crf",
+    "gradcam",
     "miou",
     "ngwp",
     "pamr",
+    "pcm",
     "pseudo_gt",
     "random_walk",
+    "seam_losses",
+    "seam_normalize",
     "stochastic_gate",
 ]

@@ -84,6 +84,24 @@ def crf_power_option(default: float | None = 1.0, **meta: Any) -> Any:
                   min=0, min_open=True, hashed="unless-default", **meta)
 
 
+def method_preset(workdir: Path, cams: str, stage: str) -> dict[str, Any]:
+    """The defaults the CAM method of the set ``cams`` brings to a later stage (SEAM's
+    affinity-label alphas and walk): :func:`method_defaults` of the method and backbone
+    dump-cams recorded; empty for sets made before dump-cams recorded them."""
+    state = Workdir(workdir).stage_state(entry_name("dump-cams", cams, Layout.CAMS))
+    return method_defaults(state.get("cam_method"), state.get("backbone"), stage)
+
+
+def method_defaults(method: str | None, backbone: str | None, stage: str) -> dict[str, Any]:
+    """The defaults CAM method ``method`` brings to ``stage`` for a classifier on
+    ``backbone`` (its ``downstream[family][stage]``); empty for the plain CAM."""
+    from wsss_cli.cam_methods import CAM_METHODS
+
+    if backbone is None or method not in CAM_METHODS.names():
+        return {}
+    return CAM_METHODS.get(method).downstream.get(BACKBONES.get(backbone).family, {}).get(stage, {})
+
+
 def set_option(default: str, what: str) -> Any:
     """The name of an artifact set under WORKDIR (a folder); the set's own settings hash
     ties it to its inputs, so the name itself is not hashed."""
@@ -177,6 +195,11 @@ class TrainingConfig:
                           resume=self.resume)
 
 
+def fill_unset(cfg: T, values: dict[str, Any]) -> T:
+    """``cfg`` with the options it leaves unset (None) taken from ``values``."""
+    return replace(cfg, **{k: v for k, v in values.items() if getattr(cfg, k) is None})
+
+
 def fill_from_preset(cfg: T, presets: dict[str, dict[str, Any]], backbone: str | None = None) -> T:
     """Fill the options a user left unset (None) from the preset of ``backbone`` (default:
     ``cfg.backbone``).
@@ -192,7 +215,7 @@ def fill_from_preset(cfg: T, presets: dict[str, dict[str, Any]], backbone: str |
     if preset is None:
         raise WsssError(f"--backbone {backbone}: this stage has no preset for it (family "
                         f"{spec.family})")
-    cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+    cfg = fill_unset(cfg, preset)
     if getattr(cfg, "freeze_bn", False) is None:
         cfg = replace(cfg, freeze_bn=cfg.pretrained != "none")
     return cfg
@@ -271,7 +294,7 @@ class PerImageRun(StageRun):
             return summary
 
         self.workdir.update_stage(self.name, count, seconds=self.elapsed(), versions=versions(),
-                                  environment=environment())
+                                  environment=environment(), **self.record)
         self.logger.info("%d/%d outputs present (%s)", summary["count"], len(self.ids),
                          summary["status"])
 

@@ -20,18 +20,30 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
 from wsss_cli.inference import with_background
 from wsss_cli.options import option
-from wsss_cli.stages.common import PerImageConfig, crf_iters_option, jobs_option, per_image_run, set_option
+from wsss_cli.stages.common import (
+    PerImageConfig,
+    crf_iters_option,
+    fill_unset,
+    jobs_option,
+    method_preset,
+    per_image_run,
+    set_option,
+)
 from wsss_cli.workdir import ArtifactSet, Layout, Workdir, entry_name, read_cams
 
 STAGE = "make-aff-labels"
+PSA_ALPHAS = dict(alpha_low=4.0, alpha_high=32.0)  # PSA's infer_cls.py
 
 
 @dataclass(frozen=True, kw_only=True)
 class MakeAffLabelsConfig(PerImageConfig):
-    alpha_low: float = option(4.0, "Background exponent of the strong background (confident "
-                                   "foreground).", min=0, min_open=True)
-    alpha_high: float = option(32.0, "Background exponent of the weak background (confident "
-                                     "background).", min=0, min_open=True)
+    alpha_low: float | None = option(None, "Background exponent of the strong background "
+                                           "(confident foreground).", min=0, min_open=True,
+                                     default_text="PSA's 4")
+    alpha_high: float | None = option(None, "Background exponent of the weak background "
+                                            "(confident background).", min=0, min_open=True,
+                                      default_text="PSA's 32; SEAM's 24 for SEAM CAMs of an "
+                                                   "ImageNet backbone")
     crf_iters: int = crf_iters_option()
     jobs: int = jobs_option()
     cams: str = set_option(Layout.CAMS, "CAM set to read")
@@ -78,6 +90,7 @@ def run(cfg: MakeAffLabelsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image of the split."""
     data = VocDataset(cfg.data)
     layout = Layout(cfg.workdir)
+    cfg = fill_unset(cfg, {**PSA_ALPHAS, **method_preset(cfg.workdir, cfg.cams, STAGE)})
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
     with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, data.ids(cfg.split), labels,

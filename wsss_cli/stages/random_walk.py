@@ -25,7 +25,9 @@ from wsss_cli.stages.common import (
     crf_iters_option,
     crf_power_option,
     fill_from_preset,
+    fill_unset,
     jobs_option,
+    method_preset,
     per_image_run,
     set_option,
 )
@@ -76,6 +78,7 @@ def run(cfg: RandomWalkConfig) -> Path:
     layout = Layout(cfg.workdir)
     model_path = Path(cfg.aff_model or layout.model(AFFINITY))
     model, meta = load_model(model_path, (AFFINITY,))
+    cfg = fill_unset(cfg, method_preset(cfg.workdir, cfg.cams, STAGE))
     cfg = fill_from_preset(cfg, PRESETS, meta["backbone"])
     settings = walk_settings(cfg, meta["backbone"])
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)

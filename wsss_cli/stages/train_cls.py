@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from wsss_cli import ops
 from wsss_cli.cam_methods import CAM_METHODS
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.models.kinds import CLASSIFIER
-from wsss_cli.options import option
+from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
@@ -47,20 +48,25 @@ class TrainClsConfig(TrainingConfig):
     PRESETS: ClassVar[dict[str, dict]] = PRESETS
     backbone: str = backbone_option()
     method: str = option("cam", "CAM method: what the classifier learns and how dump-cams reads "
-                                "its maps (docs/methods.md).", hashed="unless-default",
+                                "its maps: cam, seam (docs/methods.md). A method may bring its "
+                                "own presets (seam: train_SEAM.py's).", hashed="unless-default",
                          metavar="NAME")
+    seam_scale: float = option(default_of(ops.seam_losses, "scale"), "--method seam: the second "
+                               "view is the image rescaled by this.", min=0.05, max=0.95,
+                               hashed="unless-default")
     dropout: float | None = option(None, "Dropout before the classifier.", cli=False)
     color_jitter: float | None = option(None, "Colour jitter strength.", cli=False)
 
     def resolved(self) -> TrainClsConfig:
-        """Every option left unset, filled from the backbone's preset."""
-        return fill_from_preset(self, PRESETS)
+        """Every option left unset, filled from the backbone's preset (the method's own
+        presets where it has them)."""
+        return fill_from_preset(self, CAM_METHODS.get(self.method).presets or PRESETS)
 
 
 def run(cfg: TrainClsConfig) -> Path:
     """Train the classifier; returns ``WORKDIR/cls/model.pt``."""
     cfg = cfg.resolved()
-    method = CAM_METHODS.get(cfg.method)
+    method = CAM_METHODS.get(cfg.method).configured(cfg)
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
     with training_run(STAGE, cfg, CLASSIFIER, data, ids) as job:
