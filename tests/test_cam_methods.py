@@ -90,11 +90,9 @@ def test_gradcam_readings_of_a_trained_classifier(tmp_path):
     data, work = tmp_path / "toy", tmp_path / "w"
     make_toy_dataset(data, num_train=8, num_val=2, size=48)
     invoke(stage_args("train-cls", data, work))
-    one_scale = ["--scales", "1.0"]  # h*w is the scale's: Grad-CAM weighs small scales more
-    invoke([*stage_args("dump-cams", data, work), *one_scale])
+    invoke(stage_args("dump-cams", data, work))  # two scales: Grad-CAMs weigh them as CAMs
     for method in ("gradcam", "gradcam++"):
-        invoke([*stage_args("dump-cams", data, work), *one_scale, "--method", method,
-                "--out", f"cams_{method}"])
+        invoke([*stage_args("dump-cams", data, work), "--method", method, "--out", f"cams_{method}"])
     state = json.loads((work / "state.json").read_text())
     assert state["dump-cams:cams_gradcam"]["settings"]["method"] == "gradcam"
     differs = False
@@ -104,8 +102,7 @@ def test_gradcam_readings_of_a_trained_classifier(tmp_path):
         classes_pp, plus = read_cams(work / "cams_gradcam++" / path.name)
         np.testing.assert_array_equal(classes, classes_g)
         np.testing.assert_array_equal(classes, classes_pp)
-        # a linear classifier after average pooling: Grad-CAM is the CAM over h*w (up to
-        # dump-cams's +1e-5 in the normalisation, which weighs more on smaller maps)
+        # a linear classifier after average pooling: Grad-CAM is the CAM
         np.testing.assert_allclose(unit_peak(grad), unit_peak(plain), atol=2e-3)
         assert plus.shape == plain.shape and plus.min() >= 0 and plus.max() <= 1
         differs |= not np.allclose(plus, plain, atol=1e-3)
@@ -123,7 +120,7 @@ def test_gradcam_plus_plus_weights_channels_by_their_gradients():
     grads = net.classifier.weight[:, :, 0, 0][None, :, :, None, None] / features[0, 0].numel()
     for c in range(3):
         g = grads[:, c].expand_as(features)
-        want = ops.gradcam(features, g, plus_plus=True)
+        want = ops.gradcam(features, g, plus_plus=True) * features[0, 0].numel()
         torch.testing.assert_close(maps[:, c], want, rtol=1e-4, atol=1e-6)
 
 
@@ -175,7 +172,9 @@ def test_seam_brings_train_seam_presets_for_imagenet_backbones(tmp_path):
     cfg = TrainClsConfig(data=tmp_path, workdir=tmp_path, backbone="resnet38", method="seam").resolved()
     got = (cfg.epochs, cfg.batch_size, cfg.lr, cfg.crop_size, cfg.resize_long)
     assert got == (8, 8, 0.01, 448, (448, 768))
-    assert cfg.freeze_bn is True and cfg.color_jitter == 0.3
+    assert cfg.freeze_bn is True and cfg.color_jitter == 0.3 and cfg.seam_scale == 0.3
+    tiny = TrainClsConfig(data=tmp_path, workdir=tmp_path, backbone="tiny", method="seam").resolved()
+    assert tiny.seam_scale == 0.7 and tiny.epochs == 24
     assert TrainClsConfig(data=tmp_path, workdir=tmp_path, backbone="resnet38").resolved().lr == 0.1
 
 

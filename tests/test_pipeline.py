@@ -53,6 +53,30 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     assert again.stdout.strip().splitlines()[-7:] == lines[-7:]
 
 
+
+@pytest.mark.slow  # trains a second classifier and AffinityNet: minutes
+def test_demo_compares_cam_methods_in_a_second_table(tmp_path):
+    workdir = tmp_path / "demo"
+    args = ["demo", "--workdir", str(workdir), "--num-train", "32", "--num-val", "4",
+            "--epochs", "1", "--workers", "0", "--jobs", "1", "--cam-methods"]
+    result = subprocess.run([sys.executable, "-m", "wsss_cli", "--device", "cpu", "--quiet", *args],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    second = lines[-6:-1]
+    assert [row.split("  ")[0] for row in second] == [
+        "CAM", "Grad-CAM", "Grad-CAM++", "SEAM", "SEAM + walk + CRF (pseudo-labels)"]
+    rows = json.loads((workdir / "eval/demo.json").read_text())["cam_methods"]
+    assert [r["cams"] for r in rows] == [row.split("  ")[0] for row in second]
+    assert all(0 < r["miou"] <= 100 for r in rows)
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["train-cls:cls_seam"]["settings"]["method"] == "seam"
+    assert state["dump-cams:cams_gradcampp"]["settings"]["method"] == "gradcam++"
+    data = VocDataset(workdir / "data")
+    for image_id in data.ids("train"):
+        assert (workdir / "pseudo_seam" / f"{image_id}.png").exists()
+        assert (workdir / "cams_seam" / f"{image_id}.npz").exists()
+
 # `wsss demo` with every default on two CPU threads (docs/results.md#demo); the last digit
 # can move on another machine, a refactoring must not move more than that
 DEMO_TABLE = {("CAM + CRF", "train"): 85.53, ("random walk", "train"): 83.22,

@@ -4,8 +4,9 @@ the map's channels weighted by those gradients (``ops.gradcam``).
 
 On a network whose logits are a linear layer after global average pooling (the plain
 CAM's) the gradient is the class's weight vector over h*w at every position, so Grad-CAM
-is the CAM divided by h*w: at one scale the same map once dump-cams normalises it; summed
-over scales, the smaller scales (fewer positions) weigh more. Grad-CAM++ weighs the
+is the CAM divided by h*w. Every map is multiplied by its h*w, so that dump-cams's sum
+over scales weighs them as it weighs CAMs (a smaller scale would otherwise count more);
+at one scale this changes nothing once the maps are normalised. Grad-CAM++ weighs the
 channels differently.
 """
 
@@ -41,4 +42,4 @@ class GradCam(Defaults):
                 (grad,) = torch.autograd.grad(logits[:, c].sum(), features,
                                               retain_graph=c + 1 < logits.shape[1])
                 maps.append(ops.gradcam(features.detach(), grad, plus_plus=self.plus_plus))
-        return torch.stack(maps, dim=1)
+        return torch.stack(maps, dim=1) * features[0, 0].numel()

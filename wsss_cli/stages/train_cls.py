@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from wsss_cli import ops
 from wsss_cli.cam_methods import CAM_METHODS
 from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.models.kinds import CLASSIFIER
-from wsss_cli.options import default_of, option
+from wsss_cli.options import option
 from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
@@ -51,9 +50,10 @@ class TrainClsConfig(TrainingConfig):
                                 "its maps: cam, seam (docs/methods.md). A method may bring its "
                                 "own presets (seam: train_SEAM.py's).", hashed="unless-default",
                          metavar="NAME")
-    seam_scale: float = option(default_of(ops.seam_losses, "scale"), "--method seam: the second "
-                               "view is the image rescaled by this.", min=0.05, max=0.95,
-                               hashed="unless-default")
+    seam_scale: float | None = option(None, "--method seam: the second view is the image "
+                                            "rescaled by this.", min=0.05, max=0.95,
+                                      hashed="unless-default",
+                                      default_text="SEAM's 0.3; 0.7 for tiny")
     dropout: float | None = option(None, "Dropout before the classifier.", cli=False)
     color_jitter: float | None = option(None, "Colour jitter strength.", cli=False)
 

@@ -40,6 +40,10 @@ class DemoConfig:
                                       "run).", min=1, default_text="each stage's tiny preset")
     workers: int = option(2, "DataLoader workers.", min=0)
     jobs: int = option(2, "CPU processes for the CRF.", min=1)
+    cam_methods: bool = option(False, "Also compare CAM methods on the toy split: Grad-CAM and "
+                                      "Grad-CAM++ of the classifier, a SEAM classifier, and "
+                                      "SEAM's pseudo-labels after the walk (a second table; "
+                                      "about 10 more minutes on 2 cores).")
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
@@ -74,13 +78,60 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
                                           split=split, workers=cfg.workers, jobs=cfg.jobs))
 
     rows = _evaluate(cfg, workdir, root)
-    write_json(Layout(workdir).eval("demo"),
-               {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]})
+    result = {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]}
+    methods = _compare_cam_methods(cfg, common) if cfg.cam_methods else []
+    if methods:
+        result["cam_methods"] = [{"cams": name, "threshold": t, "miou": miou} for name, t, miou in methods]
+    write_json(Layout(workdir).eval("demo"), result)
     page = report.run(report.ReportConfig(workdir=workdir, data=root, runtime=cfg.runtime))
     print()
     print(format_table(["stage", "split", "mIoU"], rows))
+    if methods:
+        print()
+        print(format_table(["train split", "best threshold", "mIoU"], methods))
     print(f"report: {page}")
     return rows
+
+
+# the second table's sets: (row, CAM set, dump-cams options)
+CAM_SETS = (("CAM", Layout.CAMS, {}),
+            ("Grad-CAM", "cams_gradcam", {"method": "gradcam"}),
+            ("Grad-CAM++", "cams_gradcampp", {"method": "gradcam++"}),
+            ("SEAM", "cams_seam", {"cls_model": "cls_seam/model.pt"}))
+
+
+def _compare_cam_methods(cfg: DemoConfig, common: dict) -> list[tuple[str, str, float]]:
+    """``[(CAM set, best threshold, mIoU)]`` of every CAM method on the toy train split, and
+    of SEAM's pseudo-labels (its own affinity labels, AffinityNet and walk)."""
+    workdir = Path(cfg.workdir)
+    train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none", method="seam",
+                                           epochs=cfg.epochs, workers=cfg.workers, out="cls_seam"))
+    quiet = {**common, "runtime": replace(cfg.runtime, quiet=True)}
+    rows = []
+    for name, cams, options in CAM_SETS:
+        if "cls_model" in options:
+            options = {"cls_model": workdir / options["cls_model"]}
+        dump_cams.run(dump_cams.DumpCamsConfig(**common, workers=cfg.workers, out=cams, **options))
+        result = eval_cams.run(eval_cams.EvalCamsConfig(**quiet, cams=cams))
+        rows.append((name, f"{result['best_threshold']:.2f}", result["miou"]))
+    return [*rows, ("SEAM + walk + CRF (pseudo-labels)", "-", _seam_pseudo_labels(cfg, common))]
+
+
+def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
+    """make-pseudo's chain on the SEAM CAMs, each set beside the plain CAM's; train mIoU."""
+    workdir = Path(cfg.workdir)
+    make_aff_labels.run(make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs, cams="cams_seam",
+                                                            out="aff_labels_seam"))
+    train_aff.run(train_aff.TrainAffConfig(**common, epochs=cfg.epochs, workers=cfg.workers,
+                                           aff_labels="aff_labels_seam", out="aff_seam"))
+    labels = random_walk.run(random_walk.RandomWalkConfig(
+        **common, workers=cfg.workers, jobs=cfg.jobs, cams="cams_seam",
+        aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
+    data = VocDataset(workdir / "data")
+    result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
+                             data.classes, cfg.runtime)
+    write_json(Layout(workdir).eval("pseudo_seam_train"), result)
+    return result["miou"]
 
 
 def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str, float]]:
