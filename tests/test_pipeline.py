@@ -54,7 +54,6 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
 
 
 
-@pytest.mark.slow  # trains a second classifier and AffinityNet: minutes
 def test_demo_compares_cam_methods_in_a_second_table(tmp_path):
     workdir = tmp_path / "demo"
     args = ["demo", "--workdir", str(workdir), "--num-train", "32", "--num-val", "4",

@@ -43,7 +43,7 @@ class DemoConfig:
     cam_methods: bool = option(False, "Also compare CAM methods on the toy split: Grad-CAM and "
                                       "Grad-CAM++ of the classifier, a SEAM classifier, and "
                                       "SEAM's pseudo-labels after the walk (a second table; "
-                                      "about 10 more minutes on 2 cores).")
+                                      "about 10 more minutes on 2 cores).", is_flag=True)
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
