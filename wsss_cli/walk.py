@@ -117,11 +117,10 @@ def walk_scores(
     With the ``threshold`` background only the CAMs walk: each walked map is divided by
     its maximum and the constant background put back, as IRN does.
     """
-    start = walk_start(cams, settings.background, settings.alpha, 0.0)
     if settings.background == "psa":
-        return walk_maps(model, image, start, settings, device, amp)
-    walked = walk_maps(model, image, start[1:], settings, device, amp)
-    return with_threshold(walked, settings.bg_threshold)
+        return walk_maps(model, image, with_background(cams, settings.alpha), settings, device, amp)
+    # the walk is linear: dividing by the maximum before it as well would change nothing
+    return with_threshold(walk_maps(model, image, cams, settings, device, amp), settings.bg_threshold)
 
 
 @torch.no_grad()

@@ -3,9 +3,8 @@
 For each scale the image is resized, passed with its mirror image, the CAMs of the
 image's classes upsampled to the image size and summed over scales and flips; the sum
 is normalised per class as the method says (PSA's ``infer_cls.py``: divided by its
-maximum + 1e-5). How a
-classifier's maps are read is its CAM method's (recorded in the checkpoint), or with
-``--method`` Grad-CAM's or Grad-CAM++'s.
+maximum + 1e-5). How a classifier's maps are read is its CAM method's (recorded in the
+checkpoint), or with ``--method`` Grad-CAM's or Grad-CAM++'s.
 """
 
 from __future__ import annotations
