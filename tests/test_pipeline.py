@@ -68,6 +68,8 @@ def test_demo_compares_cam_methods_in_a_second_table(tmp_path):
     rows = json.loads((workdir / "eval/demo.json").read_text())["cam_methods"]
     assert [r["cams"] for r in rows] == [row.split("  ")[0] for row in second]
     assert all(0 < r["miou"] <= 100 for r in rows)
+    # the plain CAM's row is the first table's evaluation, CAM + CRF kept in its JSON
+    assert "crf" in json.loads((workdir / "eval/cams_train.json").read_text())
     state = json.loads((workdir / "state.json").read_text())
     assert state["train-cls:cls_seam"]["settings"]["method"] == "seam"
     assert state["dump-cams:cams_gradcampp"]["settings"]["method"] == "gradcam++"

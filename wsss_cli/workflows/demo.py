@@ -77,9 +77,9 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
         predict.run(predict.PredictConfig(**common | {"runtime": replace(cfg.runtime, quiet=True)},
                                           split=split, workers=cfg.workers, jobs=cfg.jobs))
 
-    rows = _evaluate(cfg, workdir, root)
+    rows, cam = _evaluate(cfg, workdir, root)
     result = {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]}
-    methods = _compare_cam_methods(cfg, common) if cfg.cam_methods else []
+    methods = _compare_cam_methods(cfg, common, cam) if cfg.cam_methods else []
     if methods:
         result["cam_methods"] = [{"cams": name, "threshold": t, "miou": miou} for name, t, miou in methods]
     write_json(Layout(workdir).eval("demo"), result)
@@ -93,21 +93,21 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     return rows
 
 
-# the second table's sets: (row, CAM set, dump-cams options)
-CAM_SETS = (("CAM", Layout.CAMS, {}),
-            ("Grad-CAM", "cams_gradcam", {"method": "gradcam"}),
+# the second table's sets beside the plain CAM's: (row, CAM set, dump-cams options)
+CAM_SETS = (("Grad-CAM", "cams_gradcam", {"method": "gradcam"}),
             ("Grad-CAM++", "cams_gradcampp", {"method": "gradcam++"}),
             ("SEAM", "cams_seam", {"cls_model": "cls_seam/model.pt"}))
 
 
-def _compare_cam_methods(cfg: DemoConfig, common: dict) -> list[tuple[str, str, float]]:
-    """``[(CAM set, best threshold, mIoU)]`` of every CAM method on the toy train split, and
-    of SEAM's pseudo-labels (its own affinity labels, AffinityNet and walk)."""
+def _compare_cam_methods(cfg: DemoConfig, common: dict, cam: dict) -> list[tuple[str, str, float]]:
+    """``[(CAM set, best threshold, mIoU)]`` of every CAM method on the toy train split (the
+    plain CAM's from its evaluation ``cam``), and of SEAM's pseudo-labels (its own affinity
+    labels, AffinityNet and walk)."""
     workdir = Path(cfg.workdir)
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none", method="seam",
                                            epochs=cfg.epochs, workers=cfg.workers, out="cls_seam"))
     quiet = {**common, "runtime": replace(cfg.runtime, quiet=True)}
-    rows = []
+    rows = [("CAM", f"{cam['best_threshold']:.2f}", cam["miou"])]
     for name, cams, options in CAM_SETS:
         if "cls_model" in options:
             options = {"cls_model": workdir / options["cls_model"]}
@@ -134,8 +134,9 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
     return result["miou"]
 
 
-def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str, float]]:
-    """``[(stage, split, mIoU)]`` of every stage's output, each also in ``eval/*.json``."""
+def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> tuple[list[tuple[str, str, float]], dict]:
+    """``[(stage, split, mIoU)]`` of every stage's output, each also in ``eval/*.json``, and
+    eval-cams's result for the CAMs."""
     # the CRF as the walk's, so that the two CRF rows differ by the walk alone
     cam = eval_cams.run(eval_cams.EvalCamsConfig(data=root, workdir=workdir, runtime=cfg.runtime,
                                                  crf=True, jobs=cfg.jobs,
@@ -153,4 +154,4 @@ def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> list[tuple[str, str
         result = evaluate_folder(labels.folder, gt, data.ids(split), data.classes, cfg.runtime)
         write_json(layout.eval(json_name), result)
         rows.append((name, split, result["miou"]))
-    return rows
+    return rows, cam
