@@ -9,29 +9,10 @@
 #              SCALES (inference scales; default 1.0,0.5,1.5,2.0).
 set -euo pipefail
 
-if [[ $# -lt 2 ]]; then
-    echo "usage: $0 VOC2012_DIR WORKDIR [RES38_WEIGHTS]" >&2
-    exit 2
-fi
-data=$1
-work=$2
-weights=${3:-${RES38_WEIGHTS:-}}
-if [[ -z $weights || ! -f $weights ]]; then
-    echo "$0: give the ResNet-38 ImageNet weights (.pth) as 3rd argument or RES38_WEIGHTS" >&2
-    exit 2
-fi
-nproc=${NPROC:-1}
-jobs=${JOBS:-$(nproc)}
+# shellcheck source=pipelines/voc_common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/voc_common.bash"
+voc_arguments "$0" "$@"
 scales=${SCALES:-1.0,0.5,1.5,2.0}
-
-# one process per GPU; --batch-size is per process
-wsss_train() {
-    if [[ $nproc -gt 1 ]]; then
-        torchrun --standalone --nproc_per_node "$nproc" -m wsss_cli "$@"
-    else
-        wsss "$@"
-    fi
-}
 
 wsss_train train-single-stage --data "$data" --workdir "$work" --split train_aug \
     --backbone resnet38 --pretrained "$weights" --resume
