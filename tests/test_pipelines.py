@@ -95,7 +95,8 @@ def cli_problems(text: str) -> list[str]:
 
 def test_the_scripts_are_there():
     names = {str(p.relative_to(PIPELINES)) for p in SCRIPTS}
-    assert {"toy.sh", "psa_voc12.sh", "seam_voc12.sh", "single_stage_voc12.sh", "slurm/train.sbatch",
+    assert {"toy.sh", "psa_voc12.sh", "seam_voc12.sh", "single_stage_voc12.sh", "ial_voc12.sh",
+            "slurm/train.sbatch",
             "slurm/stage.sbatch", "slurm/submit_psa.sh", "slurm/submit_seam.sh"} <= names
 
 
@@ -168,9 +169,9 @@ def test_submit_psa_chains_the_jobs(tmp_path, submit, method):
                         "train-seg", "predict", "eval"]
 
 
-@pytest.mark.parametrize(("script", "method"), [("psa_voc12.sh", "cam"), ("seam_voc12.sh", "seam")])
-def test_psa_script_runs_training_under_torchrun_with_nproc(tmp_path, script, method):
-    """With stand-in wsss and torchrun: the stages in order, training through torchrun."""
+def _run_with_stand_ins(tmp_path: Path, script: str, env: dict[str, str]) -> tuple[list[str], list, dict]:
+    """Run a VOC pipeline script with stand-in wsss and torchrun that log their calls;
+    returns the calls, (launcher, command) of each, and the environment it ran with."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
@@ -178,12 +179,18 @@ def test_psa_script_runs_training_under_torchrun_with_nproc(tmp_path, script, me
     _fake_bin(bin_dir, "torchrun", f'echo "torchrun $*" >> "{log}"')
     weights = tmp_path / "res38.pth"
     weights.write_bytes(b"")
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NPROC": "2", "JOBS": "3"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
     result = subprocess.run(["bash", str(PIPELINES / script), "voc", "work", str(weights)],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
-    launched = [(c.split()[0], next(w for w in c.split() if w in main.commands)) for c in calls]
+    return calls, [(c.split()[0], next(w for w in c.split() if w in main.commands)) for c in calls], env
+
+
+@pytest.mark.parametrize(("script", "method"), [("psa_voc12.sh", "cam"), ("seam_voc12.sh", "seam")])
+def test_psa_script_runs_training_under_torchrun_with_nproc(tmp_path, script, method):
+    """With stand-in wsss and torchrun: the stages in order, training through torchrun."""
+    calls, launched, env = _run_with_stand_ins(tmp_path, script, {"NPROC": "2", "JOBS": "3"})
     assert launched == [("torchrun", "train-cls"), ("wsss", "dump-cams"), ("wsss", "eval-cams"),
                         ("wsss", "make-aff-labels"), ("torchrun", "train-aff"), ("wsss", "random-walk"),
                         ("wsss", "eval"), ("torchrun", "train-seg"), ("wsss", "predict"), ("wsss", "eval")]
@@ -192,6 +199,17 @@ def test_psa_script_runs_training_under_torchrun_with_nproc(tmp_path, script, me
     missing = subprocess.run(["bash", str(PIPELINES / script), "voc", "work"],
                              env={**env, "RES38_WEIGHTS": ""}, capture_output=True, text=True)
     assert missing.returncode == 2 and "RES38_WEIGHTS" in missing.stderr
+
+
+def test_ial_script_scores_every_round(tmp_path):
+    """With stand-in wsss and torchrun: IAL's rounds in make-pseudo, one eval per round."""
+    calls, launched, _ = _run_with_stand_ins(tmp_path, "ial_voc12.sh", {"NPROC": "2", "ROUNDS": "3"})
+    weights = tmp_path / "res38.pth"
+    assert launched == [("torchrun", "train-cls"), ("wsss", "make-pseudo"), *[("wsss", "eval")] * 3,
+                        ("torchrun", "train-seg"), ("wsss", "predict"), ("wsss", "eval")]
+    assert "--method ial --rounds 3 " in calls[1] and "--pretrained " + str(weights) in calls[1]
+    assert [c.split("--pred ")[1].split()[0] for c in calls[2:5]] == \
+        [f"work/ial/round{k}/labels" for k in (1, 2, 3)]
 
 
 def test_dockerfile_copies_what_exists_and_runs_wsss_as_a_user():

@@ -19,6 +19,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import voc_palette, write_palette_png
 from wsss_cli.data.toy import TOY_CLASSES, make_toy_dataset
 from wsss_cli.report.collect import collect
+from wsss_cli.report.evaluations import collect_evaluations
 from wsss_cli.report.pictures import cam_heatmap, colour_labels, thumbnail
 from wsss_cli.report.samples import choose_samples, image_miou
 from wsss_cli.stages.report import ReportConfig, run
@@ -552,3 +553,19 @@ def test_diagnosis_section(tmp_path, toy_data):
     assert diag.count("unreadable: not a result of wsss diagnose") == 3
     assert "Not measured (no affinity labels" in diag and "Not measured (no CAMs" in diag
     assert "fairly_good" not in diag and "98.76" not in page
+
+
+def test_ial_rounds_are_listed_with_their_regions_precision(tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for k, miou in ((1, 70.0), (2, 72.5)):
+        (eval_dir / f"ial_round{k}.json").write_text(json.dumps(
+            {"round": k, "split": "train", "miou": miou, "per_class": {},
+             "regions": {"precision": 80.0 + k, "coverage": 40.0}}))
+    (eval_dir / "ial_round0.json").write_text(json.dumps(  # the seeds: no mIoU, not listed
+        {"round": 0, "split": "train", "regions": {"precision": 75.0, "coverage": 30.0}}))
+    (eval_dir / "ial_round2_train.json").write_text(json.dumps({"miou": 71.0, "per_class": {}}))
+    labels = {e.label: e.miou for e in collect_evaluations(tmp_path)}
+    assert labels == {"IAL round 1 (train, regions 81.0 % precise, 40.0 % of pixels)": 70.0,
+                      "IAL round 2 (train, regions 82.0 % precise, 40.0 % of pixels)": 72.5,
+                      "IAL round 2 (train)": 71.0}

@@ -48,7 +48,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "dump-cams -> make-aff-labels -> train-aff -> random-walk, each stage skipped "
                     "when its outputs are complete and made with the same settings. Takes every "
                     "option of those stages ([dump-cams], [train-aff], ... sections of --config "
-                    "work too)."),
+                    "work too). --method ial: CAM seeds, then IAL's rounds of unary network "
+                    "(train-seg's, [train-seg] section) + pairwise propagation network on mined "
+                    "confident regions, each round in WORKDIR/ial/round<k>/."),
     "train-seg": ("stages.train_seg", "TrainSegConfig",
                   "Train the DeepLab-style segmentation network on pseudo-labels -> "
                   "WORKDIR/seg/model.pt."),
@@ -233,19 +235,21 @@ def _add_commands() -> None:
                                        context_settings=CONTEXT))
     main.add_command(click.Command("make-pseudo", callback=_make_pseudo, context_settings=CONTEXT,
                                    params=_union_params(STAGES), help=COMMANDS["make-pseudo"][2],
-                                   short_help="CAMs -> affinity labels -> AffinityNet -> random walk, "
-                                              "cached."))
+                                   short_help="CAMs -> affinity labels -> AffinityNet -> random walk (or "
+                                              "IAL's rounds), cached."))
 
 
 def _union_params(stages: tuple[str, ...]) -> list[click.Parameter]:
+    """The stages' options, each name once, then make-pseudo's own (--method, IAL's)."""
+    from wsss_cli.workflows.ial import IalConfig
     from wsss_cli.workflows.make_pseudo import WIRED
 
     seen, params = set(), []
-    for stage in stages:
-        for p in main.commands[stage].params:
-            if p.name not in seen and p.name not in WIRED.get(stage, ()):
-                seen.add(p.name)
-                params.append(p)
+    groups = [(p, stage) for stage in stages for p in main.commands[stage].params]
+    for p, stage in groups + [(p, "make-pseudo") for p in config_parameters(IalConfig)]:
+        if p.name not in seen and p.name not in WIRED.get(stage, ()):
+            seen.add(p.name)
+            params.append(p)
     return params
 
 
@@ -253,19 +257,36 @@ def _make_pseudo(**options: Any) -> None:
     """Each stage gets its own options; one not given to make-pseudo falls back to the
     stage's [section] of --config, then to the stage's default."""
     from wsss_cli.workflows import make_pseudo
+    from wsss_cli.workflows.ial import IalConfig
 
     ctx = click.get_current_context()
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
-    configs = {}
-    for name in make_pseudo.STAGES:
-        command = main.commands[name]
-        params = {p.name: p for p in command.params if p.name not in make_pseudo.WIRED.get(name, ())}
-        values = {k: params[k].type_cast_value(ctx, v)
-                  for k, v in (ctx.find_root().default_map or {}).get(name, {}).items()
-                  if k in params and v is not None}
-        values.update({k: v for k, v in given.items() if k in params})
-        configs[name.replace("-", "_")] = _target(name)[1](**values, runtime=ctx.obj)
+    configs = {name.replace("-", "_"): _section_config(name, main.commands[name].params,
+                                                        _target(name)[1], given)
+               for name in make_pseudo.STAGES}
+    configs["method"] = IalConfig(**{k: v for k, v in options.items()
+                                     if k in {p.name for p in config_parameters(IalConfig)}},
+                                  runtime=ctx.obj)
+    if configs["method"].method == "ial":  # the unary network: train-seg's options, shared ones
+        shared = {k: v for k, v in given.items() if k in make_pseudo.UNARY_SHARED}
+        configs["unary"] = _section_config("train-seg", main.commands["train-seg"].params,
+                                           _target("train-seg")[1], shared)
     click.echo(make_pseudo.run(make_pseudo.MakePseudoConfig(**configs)))
+
+
+def _section_config(name: str, params: list[click.Parameter], config: type,
+                    given: dict[str, Any]) -> Any:
+    """Stage ``name``'s config from its [section] of --config, overridden by the ``given``
+    options it has (minus the ones make-pseudo wires itself)."""
+    from wsss_cli.workflows.make_pseudo import WIRED
+
+    ctx = click.get_current_context()
+    by_name = {p.name: p for p in params if p.name not in WIRED.get(name, ())}
+    values = {k: by_name[k].type_cast_value(ctx, v)
+              for k, v in (ctx.find_root().default_map or {}).get(name, {}).items()
+              if k in by_name and v is not None}
+    values.update({k: v for k, v in given.items() if k in by_name})
+    return config(**values, runtime=ctx.obj)
 
 
 _add_commands()

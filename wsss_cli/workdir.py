@@ -73,6 +73,23 @@ def write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def link_file(source: Path, path: Path) -> None:
+    """``path`` as a hard link to ``source`` (a copy where links are not allowed), atomically."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(_new_temp(Path(path)))
+    tmp.unlink()
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
@@ -151,9 +168,18 @@ class Layout:
     AFF_LABELS = "aff_labels"
     PSEUDO = "pseudo"
     PSEUDO_NO_CRF = "pseudo_nocrf"
+    SUPERPIXELS = "ial/superpixels"
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def superpixels(self) -> ArtifactSet:
+        """SLIC superpixel ids ``<id>.png`` (uint16), IAL's regions."""
+        return ArtifactSet(self.SUPERPIXELS, self.root / self.SUPERPIXELS, ".png")
+
+    def arrays(self, name: str) -> ArtifactSet:
+        """Per-image arrays ``<id>.npz`` other than CAMs (IAL's region candidates)."""
+        return ArtifactSet(name, self.root / name, ".npz")
 
     def cams(self, name: str = CAMS) -> ArtifactSet:
         """CAM scores ``<id>.npz`` (:func:`write_cams`)."""
@@ -185,6 +211,30 @@ class Layout:
     @property
     def config(self) -> Path:
         return self.root / "config.toml"
+
+
+def _round_part(part: str) -> property:
+    return property(lambda self: f"ial/round{self.index}/{part}", doc=f"``ial/round<k>/{part}``")
+
+
+@dataclass(frozen=True)
+class IalRound:
+    """The names of IAL round ``index``'s outputs, all under ``ial/round<index>/``: the
+    pseudo-labels, the unary and pairwise model folders, the mined region candidates, the
+    confident regions, and the next round's supervision (round 0: the CAM seeds)."""
+
+    index: int
+    labels = _round_part("labels")
+    unary = _round_part("unary")
+    candidates = _round_part("candidates")
+    regions = _round_part("regions")
+    pairwise = _round_part("pairwise")
+    supervision = _round_part("supervision")
+
+    @property
+    def eval_name(self) -> str:
+        """Its evaluation ``eval/ial_round<index>.json``."""
+        return f"ial_round{self.index}"
 
 
 def entry_name(stage: str, output: str, default: str) -> str:
@@ -229,6 +279,14 @@ class Workdir:
         settings, so that remaking an input invalidates what was made from the old one."""
         state = self.state()
         return {f"input:{e}": state.get(e, {}).get("settings_hash") for e in entries}
+
+    def producer_of(self, output: str) -> str | None:
+        """The ``state.json`` entry of the per-image stage run that wrote the set ``output``
+        (its ``output``, or one of its ``also_writes``); None when no run recorded it, as in
+        work folders made before runs recorded it."""
+        return next((name for name, entry in self.state().items()
+                     if isinstance(entry, dict) and output in (entry.get("output"),
+                                                               *entry.get("also_writes", ()))), None)
 
     def update_stage(self, stage: str, compute: Callable[[], dict[str, Any]] | None = None,
                      **fields: Any) -> None:

@@ -59,7 +59,8 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
 def random_crop(
     image: np.ndarray, label: np.ndarray | None, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Crop ``[3, H, W]`` float (and ``[H, W]`` label) to ``size x size`` at a random place.
+    """Crop ``[3, H, W]`` float (and ``[H, W]`` or ``[H, W, n]`` label) to ``size x size`` at a
+    random place.
 
     A side shorter than ``size`` is placed at a random offset in a zero-padded canvas
     (label padding = 255, ignored), as PSA's and IRN's random crops do.
@@ -72,7 +73,7 @@ def random_crop(
     out[:, py : py + ch, px : px + cw] = image[:, y0 : y0 + ch, x0 : x0 + cw]
     if label is None:
         return out, None
-    out_label = np.full((size, size), 255, np.uint8)
+    out_label = np.full((size, size, *label.shape[2:]), 255, label.dtype)
     out_label[py : py + ch, px : px + cw] = label[y0 : y0 + ch, x0 : x0 + cw]
     return out, out_label
 
@@ -85,8 +86,9 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Training augmentation: resize, flip, colour jitter, normalise, crop.
 
-    ``image`` RGB uint8 ``[H, W, 3]``, ``label`` uint8 ``[H, W]`` or None, resized
-    with nearest neighbour alongside. Returns float32 ``[3, crop, crop]`` and the label.
+    ``image`` RGB uint8 ``[H, W, 3]``, ``label`` uint8 or uint16 ``[H, W]`` (or ``[H, W, n]``:
+    several label maps) or None, resized with nearest neighbour alongside. Returns float32
+    ``[3, crop, crop]`` and the label.
     """
     h, w = image.shape[:2]
     if cfg.resize_long is not None:

@@ -122,6 +122,23 @@ def write_palette_png(path: Path, mask: np.ndarray) -> None:
         im.save(tmp, format="PNG")
 
 
+def write_id_png(path: Path, ids: np.ndarray) -> None:
+    """Write a region-id map ``[H, W]`` (0..65535, e.g. superpixels) as a 16-bit PNG, atomically."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(ids, dtype=np.uint16))
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def read_id_png(path: Path) -> np.ndarray:
+    """The region-id map ``[H, W]`` uint16 written by :func:`write_id_png`."""
+    ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if ids is None or ids.ndim != 2:
+        raise WsssError(f"{path}: not a readable region-id PNG (remove it to remake it)")
+    return ids
+
+
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> None:
     """Write an RGB uint8 ``[H, W, 3]`` image as JPEG, atomically."""
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),

@@ -10,9 +10,10 @@ from torch.utils.data import Dataset
 
 from wsss_cli.data.augment import AugmentConfig, augment
 from wsss_cli.data.dataset import ImageFolder, VocDataset
-from wsss_cli.data.io import read_mask
+from wsss_cli.data.io import read_id_png, read_mask
 from wsss_cli.errors import WsssError
 from wsss_cli.ops import affinity_labels
+from wsss_cli.workdir import ArtifactSet
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -143,3 +144,28 @@ class AffinitySet(Dataset):
         half = self.stride // 2
         grid = label[half :: self.stride, half :: self.stride]
         return (image, *affinity_labels(grid, self.radius))
+
+
+class RegionSet(Dataset):
+    """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, regions int64 ``[crop, crop]``
+    (255 = unknown), superpixel ids int64 ``[crop, crop]``, image classes float32 ``[K]`` (1 =
+    present, background always))."""
+
+    def __init__(self, data: VocDataset, ids: list[str], regions: ArtifactSet,
+                 superpixels: ArtifactSet, aug: AugmentConfig, seed: int):
+        self.data, self.ids, self.regions, self.superpixels = data, ids, regions, superpixels
+        self.aug, self.seed = aug, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        epoch, index = key
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        maps = np.stack([read_mask(self.regions.path(image_id)).astype(np.uint16),
+                         read_id_png(self.superpixels.path(image_id))], axis=-1)
+        image, maps = augment(image, maps, self.aug, sample_rng(self.seed, epoch, index))
+        present = np.zeros(self.data.num_classes, np.float32)
+        present[[0, *self.data.labels(image_id)]] = 1
+        return image, maps[..., 0].astype(np.int64), maps[..., 1].astype(np.int64), present

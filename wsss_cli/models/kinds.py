@@ -19,6 +19,7 @@ from wsss_cli.training import check_meta, load_checkpoint
 
 # the checkpoint kinds (``meta["kind"]``), each saved in the work folder's folder of that name
 CLASSIFIER, AFFINITY, SEGMENTATION, SINGLE_STAGE = "cls", "aff", "seg", "single-stage"
+PAIRWISE = "pairwise"  # IAL's pairwise network
 
 Builder = Callable[[dict[str, Any]], nn.Module]
 MODEL_KINDS: Registry[Builder] = Registry("checkpoint kind", "--model")
@@ -57,8 +58,16 @@ def _single_stage(meta: dict[str, Any]) -> nn.Module:
 
 MODEL_KINDS.register(CLASSIFIER, _classifier)
 MODEL_KINDS.register(AFFINITY, _affinity)
+def _pairwise(meta: dict[str, Any]) -> nn.Module:
+    from wsss_cli.models.backbones import build_backbone
+    from wsss_cli.models.pairwise import PairwiseNet
+
+    return PairwiseNet(build_backbone(meta["backbone"]), meta["num_classes"])
+
+
 MODEL_KINDS.register(SEGMENTATION, _segmentation)
 MODEL_KINDS.register(SINGLE_STAGE, _single_stage)
+MODEL_KINDS.register(PAIRWISE, _pairwise)
 
 
 def load_model(path: Path, kinds: tuple[str, ...], num_classes: int | None = None,

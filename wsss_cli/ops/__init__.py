@@ -11,7 +11,9 @@ from wsss_cli.ops.metrics import confusion_matrix, miou
 from wsss_cli.ops.ngwp import ngwp, pseudo_gt
 from wsss_cli.ops.pamr import pamr
 from wsss_cli.ops.random_walk import random_walk
+from wsss_cli.ops.regions import superpixel_regions
 from wsss_cli.ops.seam import pcm, seam_losses, seam_normalize
+from wsss_cli.ops.spn import normalize_gates, spn_gate_targets, spn_propagate
 from wsss_cli.ops.stochastic_gate import stochastic_gate
 
 __all__ = [
@@ -22,11 +24,15 @@ __all__ = [
     "gradcam",
     "miou",
     "ngwp",
+    "normalize_gates",
     "pamr",
     "pcm",
     "pseudo_gt",
     "random_walk",
     "seam_losses",
     "seam_normalize",
+    "spn_gate_targets",
+    "spn_propagate",
     "stochastic_gate",
+    "superpixel_regions",
 ]

@@ -294,7 +294,7 @@ class PerImageRun(StageRun):
             return summary
 
         self.workdir.update_stage(self.name, count, seconds=self.elapsed(), versions=versions(),
-                                  environment=environment(), **self.record)
+                                  environment=environment(), output=self.output.name, **self.record)
         self.logger.info("%d/%d outputs present (%s)", summary["count"], len(self.ids),
                          summary["status"])
 
@@ -342,6 +342,16 @@ def _claim(name: str, cfg: Any, outputs: Sequence[Path], log_dir: Path,
     return StageRun(name, workdir, logger, digest, finished, rank.is_main)
 
 
+def _check_one_producer(name: str, cfg: Any, output: ArtifactSet) -> None:
+    """A set written by another stage (random-walk's and IAL's pseudo-labels) is replaced
+    only with ``--overwrite``: two producers' files must not mix in one set."""
+    other = Workdir(cfg.workdir).producer_of(output.name)
+    if other not in (None, name) and output.folder.is_dir() and any(output.folder.iterdir()) \
+            and not cfg.overwrite:
+        raise WsssError(f"{output.folder}: made by '{other}'; pass --overwrite to replace it, or "
+                        "write another set")
+
+
 @contextmanager
 def per_image_run(name: str, cfg: Any, images: Any, ids: list[str], output: ArtifactSet,
                   inputs: dict[str, Any] | None = None) -> Iterator[PerImageRun]:
@@ -349,6 +359,7 @@ def per_image_run(name: str, cfg: Any, images: Any, ids: list[str], output: Arti
     writing ``output``: yields the run with this shard's pending ids; on leaving, counts
     the outputs (or marks the run failed on an error)."""
     images.check(ids, cfg.runtime.progress)
+    _check_one_producer(name, cfg, output)
     base = _claim(name, cfg, [output.folder], output.folder, inputs)
     shard = Shard.parse(cfg.shard)
     job = PerImageRun(**vars(base), ids=ids, output=output,

@@ -131,8 +131,9 @@ def run(cfg: TrainSegConfig) -> Path:
                         f"{len(ids)} images{hint}")
     if cfg.labels is not None:
         cfg = replace(cfg, labels=label_dir)
-    inputs = {} if cfg.labels else Workdir(cfg.workdir).producer_hashes(
-        entry_name("random-walk", cfg.pseudo, Layout.PSEUDO))
+    workdir = Workdir(cfg.workdir)
+    producer = workdir.producer_of(cfg.pseudo) or entry_name("random-walk", cfg.pseudo, Layout.PSEUDO)
+    inputs = {} if cfg.labels else workdir.producer_hashes(producer)
     with training_run(STAGE, cfg, SEGMENTATION, data, ids, inputs) as job:
         if job.finished_before:
             return job.model

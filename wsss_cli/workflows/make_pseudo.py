@@ -1,4 +1,5 @@
-"""make-pseudo: dump-cams -> make-aff-labels -> train-aff -> random-walk in one go.
+"""make-pseudo: dump-cams -> make-aff-labels -> train-aff -> random-walk in one go
+(``--method ial``: dump-cams -> make-aff-labels -> IAL's rounds, ``workflows.ial``).
 
 Each stage is skipped when its outputs are complete and were made with the same
 settings (and the same inputs), so rerunning after a crash or a change redoes only
@@ -8,14 +9,21 @@ make-aff-labels and random-walk read, the affinity-label set the one train-aff l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from wsss_cli.stages import dump_cams, make_aff_labels, random_walk, train_aff
+from wsss_cli.stages import dump_cams, make_aff_labels, random_walk, train_aff, train_seg
+from wsss_cli.workflows import ial
 
 STAGES = ("dump-cams", "make-aff-labels", "train-aff", "random-walk")
-# options of a stage that make-pseudo sets itself (the wiring above), not from the user
-WIRED = {"dump-cams": ("out",), "make-aff-labels": ("out",), "train-aff": ("out",)}
+# options of a stage that make-pseudo sets itself (the wiring above), not from the user;
+# dump-cams's --method (a CAM reader) comes from its [dump-cams] section: make-pseudo's
+# own --method picks psa or ial
+WIRED = {"dump-cams": ("out", "method"), "make-aff-labels": ("out",), "train-aff": ("out",),
+         "train-seg": ("out", "labels", "pseudo", "resume", "val_split", "val_every")}
+# the options of make-pseudo that also reach IAL's unary network (train-seg's others come
+# from the [train-seg] section of --config)
+UNARY_SHARED = ("data", "workdir", "split", "workers", "amp", "overwrite", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,8 @@ class MakePseudoConfig:
     make_aff_labels: make_aff_labels.MakeAffLabelsConfig
     train_aff: train_aff.TrainAffConfig
     random_walk: random_walk.RandomWalkConfig
+    method: ial.IalConfig = field(default_factory=ial.IalConfig)  # make-pseudo's own options
+    unary: train_seg.TrainSegConfig | None = None  # IAL's unary network; None = train-seg's defaults
 
     def wired(self) -> MakePseudoConfig:
         """The sets connected: random-walk's CAM set and train-aff's label set decide."""
@@ -33,8 +43,15 @@ class MakePseudoConfig:
 
 
 def run(cfg: MakePseudoConfig) -> Path:
-    """Run the four stages; returns the pseudo-label folder."""
+    """Run the four stages (or IAL's); returns the pseudo-label folder."""
     cfg = cfg.wired()
+    if cfg.method.method == "ial":
+        seeds = cfg.make_aff_labels
+        unary = cfg.unary or train_seg.TrainSegConfig(
+            **{f.name: getattr(seeds, f.name) for f in fields(seeds)
+               if f.name in ("data", "workdir", "split", "overwrite", "runtime")})
+        walk = cfg.random_walk
+        return ial.run(cfg.method, cfg.dump_cams, seeds, unary, walk.out, walk.crf, walk.jobs)
     dump_cams.run(cfg.dump_cams)
     make_aff_labels.run(cfg.make_aff_labels)
     train_aff.run(cfg.train_aff)

@@ -1,0 +1,258 @@
+"""IAL (make-pseudo --method ial): region mining, the pairwise network, the round loop,
+resuming after a kill in round 2."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from stage_runs import GLOBAL, finished_files, invoke, spawn, stage_args
+
+from wsss_cli import ops
+from wsss_cli.cli import main
+from wsss_cli.data.augment import AugmentConfig
+from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.io import read_id_png, read_mask, write_id_png, write_palette_png
+from wsss_cli.data.loaders import RegionSet
+from wsss_cli.data.toy import make_toy_dataset
+from wsss_cli.errors import WsssError
+from wsss_cli.models.backbones import build_backbone
+from wsss_cli.models.pairwise import PairwiseNet
+from wsss_cli.runtime import Runtime
+from wsss_cli.stages.common import PerImageConfig
+from wsss_cli.stages.ial_pairwise import pairwise_losses
+from wsss_cli.stages.ial_regions import (
+    agreeing,
+    pool_features,
+    present_distribution,
+    region_map,
+    superpixel_map,
+    train_region_classifier,
+)
+from wsss_cli.workdir import IalRound, Layout, Workdir
+from wsss_cli.workflows.ial import link_final
+
+ROUNDS = 2
+
+
+def test_pool_features_weights_cells_by_their_share_of_the_superpixel():
+    features = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # [D=1, 2, 2]: one value per 2x2 cell
+    superpixels = np.zeros((4, 4), np.uint16)
+    superpixels[:, 3] = 1  # superpixel 1: the right column, all in the right cells
+    superpixels[0, 0] = 2  # superpixel 2: one pixel of the top-left cell
+    pooled = pool_features(features, superpixels, np.array([0, 1, 2]))
+    # superpixel 0: 3 pixels of cell 1.0, 2 of 3.0, 4 of 5.0, 2 of 7.0
+    assert pooled[:, 0] == pytest.approx([(3 * 1 + 2 * 3 + 4 * 5 + 2 * 7) / 11, (2 * 3 + 2 * 7) / 4, 1.0])
+
+
+def test_pool_features_averages_channel_groups_down_to_256():
+    features = np.arange(512, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    pooled = pool_features(features, np.zeros((4, 4), np.uint16), np.array([0]))
+    assert pooled.shape == (1, 256) and pooled[0, :2] == pytest.approx([0.5, 2.5])
+
+
+def test_superpixel_map_covers_the_image_with_about_the_asked_area():
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:, 48:] = 200
+    image += rng.integers(0, 20, image.shape, dtype=np.uint8)
+    ids = superpixel_map(image, 64)
+    assert ids.dtype == np.uint16 and ids.shape == (64, 96)
+    count = len(np.unique(ids))
+    assert 40 <= count <= 130  # 96 asked; SLIC merges and splits some
+    # no superpixel straddles the sharp edge
+    assert not set(np.unique(ids[:, :46]).tolist()) & set(np.unique(ids[:, 50:]).tolist())
+
+
+def test_present_distribution_keeps_background_and_the_image_classes():
+    probs = torch.full((4, 2, 2), 0.25)
+    out = present_distribution(probs, [2])
+    assert torch.allclose(out[[0, 2]], torch.full((2, 2, 2), 0.5)) and not out[[1, 3]].any()
+
+
+def test_region_map_paints_kept_superpixels_and_leaves_the_rest_unknown():
+    superpixels = np.array([[0, 0, 1], [2, 2, 1]], np.uint16)
+    label = region_map(superpixels, np.array([0, 1]), np.array([3, 0]))
+    np.testing.assert_array_equal(label, [[3, 3, 0], [255, 255, 0]])
+
+
+def test_region_classifier_drops_samples_that_look_like_another_class():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8, dtype=np.float32) * 4
+    labels = rng.integers(0, 3, 600)
+    features = centres[labels] + rng.normal(0, 0.5, (600, 8)).astype(np.float32)
+    classifier = train_region_classifier(features, labels, 3, seed=0)
+    mislabelled = {"features": (centres[[1, 2, 2]]).astype(np.float16), "labels": np.array([1, 1, 2])}
+    np.testing.assert_array_equal(agreeing(classifier, mislabelled, [1, 2]), [True, False, True])
+    # class 2 is not in the image: the sample that looks like it is judged among 0 and 1 only
+    assert agreeing(classifier, mislabelled, [1]).tolist() == [True, True, False]
+
+
+def test_untrained_pairwise_network_passes_the_unary_distribution_through():
+    net = PairwiseNet(build_backbone("tiny"), 3).eval()
+    unary = torch.rand(1, 3, 64, 64).softmax(1)
+    with torch.no_grad():
+        refined = net.refine(torch.randn(1, 3, 64, 64), unary)
+    assert refined.shape == (1, 3, 16, 16)
+    assert torch.allclose(refined, F.interpolate(unary, (16, 16), mode="bilinear"), atol=1e-6)
+
+
+def test_pairwise_losses_supervise_only_the_known_regions_and_reach_the_gates():
+    gates = torch.zeros(1, 4, 3, 2, 4, 4, requires_grad=True)
+    unary = torch.tensor([0.75, 0.25])[None, :, None, None].expand(1, 2, 4, 4).contiguous()
+    regions = torch.full((1, 8, 8), 255)
+    regions[0, :2] = 1
+    superpixels = torch.zeros(1, 8, 8, dtype=torch.long)
+    region_loss, smooth_loss = pairwise_losses(gates, unary, regions, superpixels)
+    assert region_loss.item() == pytest.approx(-np.log(0.25), rel=1e-5)
+    # one superpixel: each pixel's in-image neighbours share weight 1; zero gates miss it all
+    targets = ops.spn_gate_targets(superpixels[:, ::2, ::2])
+    assert smooth_loss.item() == pytest.approx(targets.pow(2).mean().item(), rel=1e-5)
+    (region_loss + smooth_loss).backward()
+    assert gates.grad.abs().sum() > 0
+
+
+def test_region_set_crops_regions_and_superpixel_ids_alike(tmp_path):
+    make_toy_dataset(tmp_path / "toy", num_train=1, num_val=0, size=64)
+    data = VocDataset(tmp_path / "toy")
+    image_id = data.ids("train")[0]
+    layout = Layout(tmp_path / "w")
+    h, w = data.read_image(image_id).shape[:2]
+    ids = (np.arange(h)[:, None] * 1000 + np.arange(w)[None] * 7).astype(np.uint16) % 60000
+    write_id_png(layout.superpixels().path(image_id), ids)
+    write_palette_png(layout.labels("regions").path(image_id), (ids % 5).astype(np.uint8))
+    dataset = RegionSet(data, [image_id], layout.labels("regions"), layout.superpixels(),
+                        AugmentConfig(crop=48, scale=(0.7, 1.3)), seed=0)
+    _, regions, superpixels, present = dataset[(0, 0)]
+    inside = regions != 255
+    assert inside.any() and superpixels.max() > 255  # 16-bit ids survive the crop
+    np.testing.assert_array_equal(regions[inside], superpixels[inside] % 5)
+    assert present[0] == 1 and present.sum() == 1 + len(data.labels(image_id))
+
+
+def test_final_set_refuses_to_mix_with_another_stages_labels(tmp_path):
+    make_toy_dataset(tmp_path / "toy", num_train=2, num_val=0, size=48)
+    workdir = tmp_path / "w"
+    (workdir / "pseudo").mkdir(parents=True)
+    (workdir / "pseudo" / "x.png").write_bytes(b"")
+    Workdir(workdir).update_stage("random-walk", output="pseudo", status="done")
+    cfg = PerImageConfig(data=tmp_path / "toy", workdir=workdir, runtime=Runtime(quiet=True))
+    with pytest.raises(WsssError, match="made by 'random-walk'; pass --overwrite"):
+        link_final(cfg, IalRound(1), "pseudo")
+
+
+# ------------------------------------------------------------------ the round loop
+
+
+def ial_args(data: Path, workdir: Path, rounds: int = ROUNDS) -> list[str]:
+    return ["make-pseudo", "--method", "ial", "--data", str(data), "--workdir", str(workdir),
+            "--rounds", str(rounds), "--unary-epochs", "1", "--pairwise-epochs", "1",
+            "--scales", "1.0", "--crf-iters", "3", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> tuple[Path, Path]:
+    """A toy dataset and a workdir with only a trained classifier."""
+    root = tmp_path_factory.mktemp("ial")
+    data, workdir = root / "toy", root / "cls_only"
+    make_toy_dataset(data, num_train=16, num_val=2, size=64)
+    invoke(stage_args("train-cls", data, workdir))
+    return data, workdir
+
+
+def _copy_classifier(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.integration
+def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier, tmp_path):
+    data, cls_only = classifier
+    workdir = _copy_classifier(cls_only, tmp_path / "w")
+    invoke(ial_args(data, workdir))
+    dataset = VocDataset(data)
+    ids = dataset.ids("train")
+    for k in range(ROUNDS + 1):
+        for image_id in ids:
+            name = IalRound(k).supervision if k == 0 else IalRound(k).labels
+            label = read_mask(workdir / name / f"{image_id}.png")
+            assert label.shape == dataset.read_image(image_id).shape[:2]
+            allowed = {0, *dataset.labels(image_id)} | ({255} if k == 0 else set())
+            assert set(np.unique(label).tolist()) <= allowed
+        quality = json.loads((workdir / "eval" / f"ial_round{k}.json").read_text())
+        assert 0 <= quality["supervision"]["precision"] <= 100
+        assert ("miou" in quality) == ("regions" in quality) == (k > 0)
+        if k > 0:  # the supervision is the round's labels where they agree with its regions
+            for image_id in ids:
+                supervision = read_mask(workdir / IalRound(k).supervision / f"{image_id}.png")
+                regions = read_mask(workdir / IalRound(k).regions / f"{image_id}.png")
+                label = read_mask(workdir / IalRound(k).labels / f"{image_id}.png")
+                np.testing.assert_array_equal(supervision, np.where(regions == label, label, 255))
+    assert read_id_png(workdir / "ial" / "superpixels" / f"{ids[0]}.png").max() > 0
+    last = workdir / IalRound(ROUNDS).labels
+    assert [p.read_bytes() for p in finished_files(workdir / "pseudo", ".png")] == \
+        [p.read_bytes() for p in finished_files(last, ".png")]
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["ial"]["status"] == "done" and state["ial"]["output"] == "pseudo"
+    # train-seg ties its model to IAL's labels: it reads them as its input
+    result = CliRunner().invoke(main, [*GLOBAL, "train-seg", "--data", str(data), "--workdir",
+                                       str(workdir), "--backbone", "tiny", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((workdir / "state.json").read_text())["train-seg"]["settings"]
+    assert settings["input:ial"] == state["ial"]["settings_hash"]
+
+
+@pytest.mark.integration
+def test_killed_in_round_two_and_rerun_finishes_every_round(classifier, tmp_path):
+    data, cls_only = classifier
+    workdir = _copy_classifier(cls_only, tmp_path / "w")
+    args = ial_args(data, workdir)
+    proc = spawn(args)
+    candidates = workdir / IalRound(2).candidates
+    deadline = time.time() + 600
+    while not finished_files(candidates, ".npz"):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    done_at_kill = len(finished_files(candidates, ".npz"))
+    assert done_at_kill < 16
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["ial-candidates:ial/round2/candidates"]["status"] == "running"
+    assert state["train-seg:ial/round2/unary"]["status"] == "done"
+
+    invoke(args)
+    log = (candidates / "log.txt").read_text()
+    assert f"{16 - done_at_kill} images to do" in log
+    dataset = VocDataset(data)
+    state = json.loads((workdir / "state.json").read_text())
+    for k in range(1, ROUNDS + 1):
+        for part in ("candidates", "regions", "labels"):
+            entry = next(v for name, v in state.items() if name.endswith(f"ial/round{k}/{part}"))
+            assert entry["status"] == "done" and entry["count"] == 16
+        for image_id in dataset.ids("train"):
+            assert read_mask(workdir / IalRound(k).labels / f"{image_id}.png").shape == \
+                dataset.read_image(image_id).shape[:2]
+    # the unary network of round 2 was not trained again
+    assert "already trained" in (workdir / IalRound(2).unary / "log.txt").read_text()
+
+
+@pytest.mark.integration
+def test_more_rounds_continue_from_the_last_and_relink_the_final_set(classifier, tmp_path):
+    data, cls_only = classifier
+    workdir = _copy_classifier(cls_only, tmp_path / "w")
+    invoke(ial_args(data, workdir, rounds=1))
+    first = (workdir / IalRound(1).unary / "model.pt").read_bytes()
+    invoke(ial_args(data, workdir))  # two rounds: round 1 is reused, the final set now holds round 2's labels
+    assert (workdir / IalRound(1).unary / "model.pt").read_bytes() == first
+    last = workdir / IalRound(ROUNDS).labels
+    assert all(p.samefile(last / p.name) for p in finished_files(workdir / "pseudo", ".png"))
