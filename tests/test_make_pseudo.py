@@ -58,3 +58,21 @@ def test_make_pseudo_on_real_photos(coco128, tmp_path):
         assert set(np.unique(label).tolist()) <= {0, *data.labels(image_id)}
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["random-walk"]["count"] == 97
+
+
+def test_ial_takes_its_own_options_and_train_seg_section(tmp_path, monkeypatch):
+    make_toy_dataset(tmp_path / "toy", num_train=4, num_val=1, size=48)
+    seen = {}
+    monkeypatch.setattr("wsss_cli.workflows.make_pseudo.run", lambda cfg: seen.setdefault("cfg", cfg))
+    (tmp_path / "c.toml").write_text("[train-seg]\nepochs = 4\nhead = \"largefov\"\n"
+                                     "[dump-cams]\nmethod = \"gradcam\"\n")
+    result = CliRunner().invoke(cli.main, [
+        "--config", str(tmp_path / "c.toml"), "make-pseudo", "--data", str(tmp_path / "toy"),
+        "--workdir", str(tmp_path / "w"), "--method", "ial", "--rounds", "2", "--workers", "0",
+        "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.method.method == "ial" and cfg.method.rounds == 2
+    assert cfg.unary.epochs == 4 and cfg.unary.head == "largefov"  # [train-seg], not train-aff's --epochs
+    assert cfg.unary.workers == 0 and cfg.unary.data == tmp_path / "toy"  # the shared options
+    assert cfg.dump_cams.method == "gradcam"  # dump-cams's own --method only from its section

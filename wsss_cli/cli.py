@@ -242,12 +242,13 @@ def _add_commands() -> None:
 def _union_params(stages: tuple[str, ...]) -> list[click.Parameter]:
     """The stages' options, each name once, then make-pseudo's own (--method, IAL's)."""
     from wsss_cli.workflows.ial import IalConfig
-    from wsss_cli.workflows.make_pseudo import WIRED
+    from wsss_cli.workflows.make_pseudo import SECTION_ONLY, WIRED
 
     seen, params = set(), []
     groups = [(p, stage) for stage in stages for p in main.commands[stage].params]
     for p, stage in groups + [(p, "make-pseudo") for p in config_parameters(IalConfig)]:
-        if p.name not in seen and p.name not in WIRED.get(stage, ()):
+        hidden = (*WIRED.get(stage, ()), *SECTION_ONLY.get(stage, ()))
+        if p.name not in seen and p.name not in hidden:
             seen.add(p.name)
             params.append(p)
     return params
@@ -265,8 +266,7 @@ def _make_pseudo(**options: Any) -> None:
                                                         _target(name)[1], given)
                for name in make_pseudo.STAGES}
     configs["method"] = IalConfig(**{k: v for k, v in options.items()
-                                     if k in {p.name for p in config_parameters(IalConfig)}},
-                                  runtime=ctx.obj)
+                                     if k in {p.name for p in config_parameters(IalConfig)}})
     if configs["method"].method == "ial":  # the unary network: train-seg's options, shared ones
         shared = {k: v for k, v in given.items() if k in make_pseudo.UNARY_SHARED}
         configs["unary"] = _section_config("train-seg", main.commands["train-seg"].params,
@@ -278,14 +278,15 @@ def _section_config(name: str, params: list[click.Parameter], config: type,
                     given: dict[str, Any]) -> Any:
     """Stage ``name``'s config from its [section] of --config, overridden by the ``given``
     options it has (minus the ones make-pseudo wires itself)."""
-    from wsss_cli.workflows.make_pseudo import WIRED
+    from wsss_cli.workflows.make_pseudo import SECTION_ONLY, WIRED
 
     ctx = click.get_current_context()
     by_name = {p.name: p for p in params if p.name not in WIRED.get(name, ())}
     values = {k: by_name[k].type_cast_value(ctx, v)
               for k, v in (ctx.find_root().default_map or {}).get(name, {}).items()
               if k in by_name and v is not None}
-    values.update({k: v for k, v in given.items() if k in by_name})
+    values.update({k: v for k, v in given.items()
+                   if k in by_name and k not in SECTION_ONLY.get(name, ())})
     return config(**values, runtime=ctx.obj)
 
 

@@ -11,7 +11,7 @@ last round's labels are linked into the pseudo-label set train-seg reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from wsss_cli.data.io import read_mask
 from wsss_cli.evaluation import format_table, iou_summary
 from wsss_cli.models.backbones import BACKBONES
 from wsss_cli.options import default_of, option
-from wsss_cli.runtime import Runtime
 from wsss_cli.stages import dump_cams, make_aff_labels, train_seg
 from wsss_cli.stages.common import PerImageConfig, crf_power_option, fill_unset, per_image_run
 from wsss_cli.stages.ial_pairwise import RefineConfig, TrainPairwiseConfig, refine, train_pairwise
@@ -72,7 +71,6 @@ class IalConfig:
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
-    runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
 
 def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.MakeAffLabelsConfig,

@@ -16,11 +16,12 @@ from wsss_cli.stages import dump_cams, make_aff_labels, random_walk, train_aff, 
 from wsss_cli.workflows import ial
 
 STAGES = ("dump-cams", "make-aff-labels", "train-aff", "random-walk")
-# options of a stage that make-pseudo sets itself (the wiring above), not from the user;
-# dump-cams's --method (a CAM reader) comes from its [dump-cams] section: make-pseudo's
-# own --method picks psa or ial
-WIRED = {"dump-cams": ("out", "method"), "make-aff-labels": ("out",), "train-aff": ("out",),
+# options of a stage that make-pseudo sets itself (the wiring above), not from the user
+WIRED = {"dump-cams": ("out",), "make-aff-labels": ("out",), "train-aff": ("out",),
          "train-seg": ("out", "labels", "pseudo", "resume", "val_split", "val_every")}
+# options a stage takes from its [section] of --config only: make-pseudo's own --method
+# picks psa or ial, dump-cams's (a CAM reader) is set in [dump-cams]
+SECTION_ONLY = {"dump-cams": ("method",)}
 # the options of make-pseudo that also reach IAL's unary network (train-seg's others come
 # from the [train-seg] section of --config)
 UNARY_SHARED = ("data", "workdir", "split", "workers", "amp", "overwrite", "pretrained")
