@@ -29,7 +29,7 @@ from wsss_cli.data.augment import AugmentConfig, normalize
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.data.loaders import RegionSet
-from wsss_cli.inference import LabelTask, class_probs, prepare_inference, write_labels
+from wsss_cli.inference import LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import PAIRWISE, SEGMENTATION, load_model
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.options import option
@@ -44,7 +44,7 @@ from wsss_cli.stages.common import (
     per_image_run,
     training_run,
 )
-from wsss_cli.stages.ial_regions import present_distribution
+from wsss_cli.stages.ial_regions import restricted, unary_distribution
 from wsss_cli.training import fit, param_groups
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, file_digest
 
@@ -110,8 +110,7 @@ def train_pairwise(cfg: TrainPairwiseConfig) -> Path:
         def step(net: nn.Module, batch: list[torch.Tensor], ctx: Any) -> torch.Tensor:
             images, region_maps, superpixels, present = batch
             with torch.no_grad():
-                probs = unary(images).float().softmax(1) * present[:, :, None, None]
-                probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-8)
+                probs = restricted(unary(images).float().softmax(1), present)
             region_loss, smooth_loss = pairwise_losses(net(images).float(), probs, region_maps,
                                                        superpixels)
             return region_loss + cfg.smoothness_weight * smooth_loss
@@ -141,8 +140,7 @@ def refined_scores(unary: nn.Module, pairwise: PairwiseNet, image: np.ndarray, c
                    device: torch.device, amp: bool) -> np.ndarray:
     """``a_p = G a_u`` of an RGB uint8 image ``[H, W, 3]`` over the background and its
     ``classes`` -> ``[1 + n, H, W]`` float32 (a distribution per pixel)."""
-    probs = present_distribution(torch.from_numpy(class_probs(unary, image, (1.0,), True, device, amp)),
-                                 classes).to(device)
+    probs = unary_distribution(unary, image, classes, device, amp).to(device)
     x = torch.from_numpy(normalize(image))[None].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         gates = pairwise(x)

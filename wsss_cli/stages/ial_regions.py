@@ -74,8 +74,21 @@ def present_distribution(probs: torch.Tensor, classes: list[int]) -> torch.Tenso
     (1-based) and renormalised: the unary output IAL refines."""
     keep = torch.zeros(probs.shape[-3], dtype=probs.dtype, device=probs.device)
     keep[[0, *classes]] = 1
-    probs = probs * keep[:, None, None]
+    return restricted(probs, keep)
+
+
+def restricted(probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``probs`` ``[..., K, h, w]`` times the multi-hot ``keep`` ``[..., K]``, renormalised."""
+    probs = probs * keep[..., None, None]
     return probs / probs.sum(-3, keepdim=True).clamp_min(1e-8)
+
+
+def unary_distribution(unary: torch.nn.Module, image: np.ndarray, classes: list[int],
+                       device: torch.device, amp: bool) -> torch.Tensor:
+    """The unary network's distribution ``a_u`` ``[K, H, W]`` (CPU) of an RGB uint8 image
+    ``[H, W, 3]`` (single scale + flip), restricted to the background and ``classes``."""
+    return present_distribution(torch.from_numpy(class_probs(unary, image, (1.0,), True, device, amp)),
+                                classes)
 
 
 # ------------------------------------------------------------------ 1. superpixels
@@ -118,8 +131,7 @@ class CandidatesConfig(NetworkPassConfig):
 def _candidates(unary: torch.nn.Module, classifier: torch.nn.Module, image: np.ndarray,
                 classes: list[int], superpixels: np.ndarray, ratio: float, device: torch.device,
                 amp: bool) -> dict[str, np.ndarray]:
-    probs = present_distribution(torch.from_numpy(class_probs(unary, image, (1.0,), True, device, amp)),
-                                 classes)
+    probs = unary_distribution(unary, image, classes, device, amp)
     labels = ops.superpixel_regions(probs.numpy(), superpixels, ratio)
     ids = np.flatnonzero(labels >= 0)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
