@@ -569,3 +569,33 @@ def test_ial_rounds_are_listed_with_their_regions_precision(tmp_path):
     assert labels == {"IAL round 1 (train, regions 81.0 % precise, 40.0 % of pixels)": 70.0,
                       "IAL round 2 (train, regions 82.0 % precise, 40.0 % of pixels)": 72.5,
                       "IAL round 2 (train)": 71.0}
+
+
+COMPARE = {"split": "train", "backbone": "tiny", "methods": [
+    {"method": "cam", "best": {"threshold": 0.37, "miou": 72.75, "fg_precision": 77.45,
+                               "fg_recall": 86.31},
+     "otsu": {"threshold": 0.35, "miou": 72.65, "fg_precision": 75.71, "fg_recall": 88.09},
+     "train_seconds": 81.5},
+    {"method": "acol", "best": {"threshold": 0.61, "miou": 70.12, "fg_precision": 70.5,
+                                "fg_recall": 91.25},
+     "otsu": None, "train_seconds": 120.0}]}
+
+
+def test_compare_section_lists_every_method_and_its_cam_sets(tmp_path, toy_data):
+    workdir = make_workdir(tmp_path / "w", toy_data)
+    page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
+    assert "CAM methods compared" not in page
+    write_json(workdir / "eval" / "compare_train.json", COMPARE)
+    write_json(workdir / "eval" / "cams_acol_train.json", {"split": "train", "miou": 70.12,
+                                                           "per_class": {}, "best_threshold": 0.61})
+    (workdir / "eval" / "compare_val.json").write_text("{1")
+    page = run(ReportConfig(workdir=workdir, samples=1, worst=0)).read_text()
+    table = section(page, "CAM methods compared")
+    rows = re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", table)
+    assert [name for name, _ in rows] == ["cam", "acol"]
+    assert re.findall(r">([\d.—-]+)<", rows[0][1]) == [
+        "0.37", "72.75", "77.45", "86.31", "0.35", "72.65", "75.71", "88.09", "81.50"]
+    assert re.findall(r">([\d.]+)<", rows[1][1]) == ["0.61", "70.12", "70.50", "91.25", "120.00"]
+    assert "unreadable: not a result of wsss compare" in table and "eval/compare_train.json" in table
+    # each method's CAM set is an evaluation named by its set
+    assert "CAM cams_acol (train, threshold 0.61)" in section(page, "mIoU")

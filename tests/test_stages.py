@@ -120,7 +120,11 @@ def test_dump_cams_shards_union_equals_one_run_and_eval(toy, tmp_path):
     state = json.loads((tmp_path / "state.json").read_text())["dump-cams"]
     assert state["status"] == "done" and state["count"] == 32
     result = eval_cams.run(eval_cams.EvalCamsConfig(data=toy, workdir=tmp_path, runtime=QUIET))
-    assert 0 <= result["best_threshold"] <= 0.6 and 0 < result["miou"] <= 100
+    assert 0 <= result["best_threshold"] <= 0.95 and 0 < result["miou"] <= 100
+    otsu = result["otsu"]  # the threshold from the CAMs alone scores no better than the best
+    assert 0 < otsu["threshold"] < 1 and otsu["miou"] <= result["miou"]
+    assert result["sweep"][f"{otsu['threshold']:.2f}"] == otsu["miou"]
+    assert 0 < result["fg_precision"] <= 100 and 0 < result["fg_recall"] <= 100
     assert json.loads((tmp_path / "eval/cams_train.json").read_text())["miou"] == result["miou"]
 
 

@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dump-cams": ("stages.dump_cams", "DumpCamsConfig",
                   "Multi-scale + flip CAMs of a split -> WORKDIR/cams/<id>.npz (float16)."),
     "eval-cams": ("stages.eval_cams", "EvalCamsConfig",
-                  "mIoU of a CAM set against ground truth, sweeping the background threshold 0-0.60."),
+                  "mIoU of a CAM set against ground truth, sweeping the background threshold 0-0.95; "
+                  "the best threshold and Otsu's (no ground truth needed)."),
     "eval": ("stages.evaluate", "EvalConfig",
              "Per-class IoU and mIoU of predicted PNGs against ground truth (255 = ignore)."),
     "make-aff-labels": ("stages.make_aff_labels", "MakeAffLabelsConfig",
@@ -63,6 +64,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diagnose": ("stages.diagnose", "DiagnoseConfig",
                  "Where a run loses, link by link, against ground truth: affinity-label precision, "
                  "AffinityNet's pair separation, the walk against its CAMs, the CRF alone."),
+    "compare": ("workflows.compare", "CompareConfig",
+                "Train several CAM methods (cam, seam, has, acol, erasing, mdc, mixup) on one "
+                "dataset, dump their CAMs, score them with one protocol and print one table: "
+                "mIoU and foreground precision / recall at the best threshold and at Otsu's, "
+                "training time."),
     "report": ("stages.report", "ReportConfig",
                "One self-contained HTML page: mIoU per stage, per-class IoU, and image / CAM / "
                "affinity label / pseudo-label / prediction / ground truth side by side."),
@@ -71,18 +77,26 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class FloatList(click.ParamType):
-    """Comma-separated floats (or a TOML list): ``1.0,0.5,1.5,2.0``."""
+class NumberList(click.ParamType):
+    """Comma-separated numbers (or a TOML list): ``1.0,0.5,1.5,2.0``; ``kind`` int or float."""
 
-    name = "FLOATS"
+    def __init__(self, kind: type = float):
+        self.kind = kind
+        self.name = "INTS" if kind is int else "FLOATS"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
-        if isinstance(value, (list, tuple)):
-            return tuple(float(v) for v in value)
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Any, ...]:
+        items = value if isinstance(value, (list, tuple)) else [
+            v for v in str(value).split(",") if v.strip()]
         try:
-            return tuple(float(v) for v in str(value).split(",") if v.strip())
+            return tuple(self._one(v) for v in items)
         except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+            self.fail(f"{value!r} is not a comma-separated list of {self.name.lower()}", param, ctx)
+
+    def _one(self, value: Any) -> Any:
+        number = float(value)
+        if self.kind is int and number != int(number):
+            raise ValueError(value)
+        return self.kind(number)
 
 
 class UserError(click.ClickException):
@@ -129,7 +143,7 @@ def _click_type(annotation: Any, meta: dict[str, Any]) -> Any:
         return click.Choice(list(meta["choices"]))
     if typing.get_origin(kind) is tuple:
         args = typing.get_args(kind)
-        return FloatList() if args[-1] is Ellipsis else tuple(args)
+        return NumberList(args[0]) if args[-1] is Ellipsis else tuple(args)
     return kind
 
 

@@ -43,6 +43,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
 
 
+def foreground_quality(confusion: np.ndarray) -> dict[str, float]:
+    """Class-agnostic ``{"fg_precision": %, "fg_recall": %}`` of a confusion matrix
+    ``[truth, prediction]`` (class 0 = background): how much of what is marked as an
+    object is one, and how much of the objects is marked."""
+    both = int(confusion[1:, 1:].sum())
+    marked, objects = int(confusion[:, 1:].sum()), int(confusion[1:, :].sum())
+    return {"fg_precision": round(100 * both / max(marked, 1), 4),
+            "fg_recall": round(100 * both / max(objects, 1), 4)}
+
+
 class ThresholdSweep:
     """Confusion matrices of CAM pseudo-labels at many background thresholds at once.
 
@@ -52,14 +62,20 @@ class ThresholdSweep:
     whatever the number of thresholds.
     """
 
+    SCORE_BINS = 100  # the histogram of scores in [0, 1] that Otsu's rule reads
+
     def __init__(self, thresholds: Sequence[float], num_classes: int):
         self.thresholds = np.asarray(thresholds, np.float64)
         self.k = num_classes
         self.t = len(self.thresholds)
         self.hist = np.zeros((self.k, self.k, self.t + 1), np.int64)
+        self.scores = np.zeros(self.SCORE_BINS, np.int64)  # every pixel's largest CAM, no truth
 
     def add(self, gt: np.ndarray, cams: np.ndarray, classes: np.ndarray) -> None:
         """``gt`` ``[H, W]`` (255 ignored), ``cams`` ``[n, H, W]`` of 1-based ``classes`` ``[n]``."""
+        if len(classes):
+            top = np.clip((cams.max(0) * self.SCORE_BINS).astype(np.int64), 0, self.SCORE_BINS - 1)
+            self.scores += np.bincount(top.ravel(), minlength=self.SCORE_BINS)
         valid = gt != 255
         g = gt[valid].astype(np.int64)
         if len(classes) == 0:
@@ -71,6 +87,18 @@ class ThresholdSweep:
             above = np.searchsorted(self.thresholds, scores.max(0), side="left")
         index = (g * self.k + best) * (self.t + 1) + above
         self.hist += np.bincount(index, minlength=self.hist.size).reshape(self.hist.shape)
+
+    def otsu_index(self) -> int | None:
+        """The sweep's threshold nearest Otsu's threshold of the largest CAM of every
+        pixel of the images with classes: a background threshold chosen from the maps
+        alone, no ground truth. None when the scores take fewer than two values."""
+        from skimage.filters import threshold_otsu
+
+        centres = (np.arange(self.SCORE_BINS) + 0.5) / self.SCORE_BINS
+        if np.count_nonzero(self.scores) < 2:
+            return None
+        threshold = threshold_otsu(hist=(self.scores, centres))
+        return int(np.abs(self.thresholds - threshold).argmin())
 
     def confusions(self) -> np.ndarray:
         """``[T, K, K]``: the confusion matrix at each threshold."""

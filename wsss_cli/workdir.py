@@ -237,6 +237,25 @@ class IalRound:
         return f"ial_round{self.index}"
 
 
+@dataclass(frozen=True)
+class ErasingStep:
+    """The names of adversarial erasing step ``index`` (from 1) of the classifier in
+    folder ``model``: the step's network folder ``<model>/step<k>`` and the regions erased
+    from the next step's images, ``<model>/step<k>/erased`` (0/1 PNGs, the union of the
+    steps so far)."""
+
+    model: str
+    index: int
+
+    @property
+    def network(self) -> str:
+        return f"{self.model}/step{self.index}"
+
+    @property
+    def erased(self) -> str:
+        return f"{self.network}/erased"
+
+
 def entry_name(stage: str, output: str, default: str) -> str:
     """The ``state.json`` entry of a stage run: the stage's name for its default output
     set, ``stage:output`` for any other, so that each set keeps its own settings hash."""

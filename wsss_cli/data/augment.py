@@ -34,6 +34,14 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def erase_pixels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` with the pixels of bool ``mask`` ``[H, W]`` set to the
+    normalisation mean (0 once normalised): erasing that leaves nothing to learn from."""
+    out = image.copy()
+    out[mask] = np.round(IMAGENET_MEAN).astype(np.uint8)
+    return out
+
+
 def resize(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Resize ``[H, W, ...]`` to ``size = (H', W')`` (bilinear for images, nearest for labels)."""
     h, w = size

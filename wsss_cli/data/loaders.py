@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from wsss_cli.data.augment import AugmentConfig, augment
+from wsss_cli.data.augment import AugmentConfig, augment, erase_pixels
 from wsss_cli.data.dataset import ImageFolder, VocDataset
 from wsss_cli.data.io import read_id_png, read_mask
 from wsss_cli.errors import WsssError
@@ -59,10 +59,15 @@ def ignore_background_near_objects(label: np.ndarray, band: int, image: np.ndarr
 
 
 class ClassificationSet(Dataset):
-    """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, labels float32 ``[C]``)."""
+    """``set[(epoch, i)]`` -> (image float32 ``[3, crop, crop]``, labels float32 ``[C]``).
 
-    def __init__(self, data: VocDataset, ids: list[str], aug: AugmentConfig, seed: int):
-        self.data, self.ids, self.aug, self.seed = data, ids, aug, seed
+    With ``erased`` (a folder of ``<id>.png``, nonzero = erase; adversarial erasing) those
+    pixels are set to the normalisation mean before augmentation, so they become 0.
+    """
+
+    def __init__(self, data: VocDataset, ids: list[str], aug: AugmentConfig, seed: int,
+                 erased: Path | None = None):
+        self.data, self.ids, self.aug, self.seed, self.erased = data, ids, aug, seed, erased
         self.labels = [data.label_vector(i) for i in ids]  # read up front: fail before training
 
     def __len__(self) -> int:
@@ -71,6 +76,8 @@ class ClassificationSet(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         epoch, index = key
         image = self.data.read_image(self.ids[index])
+        if self.erased is not None:
+            image = erase_pixels(image, read_mask(self.erased / f"{self.ids[index]}.png") > 0)
         image, _ = augment(image, None, self.aug, sample_rng(self.seed, epoch, index))
         return image, self.labels[index]
 

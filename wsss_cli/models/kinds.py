@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from torch import nn
@@ -29,7 +30,8 @@ def _classifier(meta: dict[str, Any]) -> nn.Module:
     from wsss_cli.cam_methods import CAM_METHODS
     from wsss_cli.models.backbones import build_backbone
 
-    method = CAM_METHODS.get(meta.get("method", "cam"))
+    options = SimpleNamespace(**meta.get("method_options", {}))
+    method = CAM_METHODS.get(meta.get("method", "cam")).configured(options)
     return method.build(build_backbone(meta["backbone"]), meta["num_classes"] - 1, 0.0)
 
 

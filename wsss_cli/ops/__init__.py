@@ -6,6 +6,15 @@ test vectors recorded from the papers' reference code (``tests/test_ops_*.py``).
 
 from wsss_cli.ops.affinity import affinity_labels, affinity_offsets
 from wsss_cli.ops.crf import dense_crf
+from wsss_cli.ops.erasing import (
+    erase_by_maps,
+    hide_patches,
+    minmax_normalize,
+    mixup,
+    predicted_classes,
+    region_mask,
+    scaled_grid_sizes,
+)
 from wsss_cli.ops.gradcam import gradcam
 from wsss_cli.ops.metrics import confusion_matrix, miou
 from wsss_cli.ops.ngwp import ngwp, pseudo_gt
@@ -21,14 +30,21 @@ __all__ = [
     "affinity_offsets",
     "confusion_matrix",
     "dense_crf",
+    "erase_by_maps",
     "gradcam",
+    "hide_patches",
+    "minmax_normalize",
     "miou",
+    "mixup",
     "ngwp",
     "normalize_gates",
     "pamr",
     "pcm",
+    "predicted_classes",
     "pseudo_gt",
     "random_walk",
+    "region_mask",
+    "scaled_grid_sizes",
     "seam_losses",
     "seam_normalize",
     "spn_gate_targets",

@@ -4,7 +4,8 @@ The stages recorded in ``state.json`` (a failed one with its error), their setti
 versions and environment with ``config.toml``'s options (device, seed), the training
 curves of every model folder's ``metrics.jsonl``, every evaluation with an mIoU
 (``WORKDIR/eval/*.json`` and ``WORKDIR/pred/*/eval.json``) with its per-class IoU and
-threshold sweep, the diagnoses of ``wsss diagnose`` (``WORKDIR/eval/diagnose_*.json``),
+threshold sweep, the diagnoses of ``wsss diagnose`` (``WORKDIR/eval/diagnose_*.json``), the tables of
+``wsss compare`` (``WORKDIR/eval/compare_*.json``),
 and sample rows as data URIs: for a few evenly spaced images of a split
 (and of ``val`` when it has predictions) the image, CAM, affinity label, pseudo-label,
 prediction and ground truth, the split's worst images by per-image mIoU, and the images
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsss_cli.report.comparison import Comparison, collect_comparisons
 from wsss_cli.report.curves import TrainingCurve, training_curves
 from wsss_cli.report.diagnosis import Diagnosis, collect_diagnoses
 from wsss_cli.report.evaluations import Evaluation, class_names, collect_evaluations
@@ -58,6 +60,7 @@ class ReportData:
     facts: list[Fact] = field(default_factory=list)
     curves: list[TrainingCurve] = field(default_factory=list)
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
 
     @property
     def stage_seconds(self) -> float:
@@ -95,4 +98,4 @@ def collect(workdir: Path, data: Path | None = None, split: str = "train", sampl
         generated=time.strftime("%Y-%m-%d %H:%M:%S"), stages=stage_entries(state, config),
         evaluations=evals, classes=label_classes(names), sample_sets=sets,
         facts=run_facts(state, config), curves=training_curves(workdir, state, config),
-        diagnoses=collect_diagnoses(workdir))
+        diagnoses=collect_diagnoses(workdir), comparisons=collect_comparisons(workdir))

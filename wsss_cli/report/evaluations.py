@@ -18,7 +18,7 @@ from wsss_cli.workdir import Layout
 
 # evaluation file stems: (pattern, rank in the pipeline, label with {split})
 EVAL_NAMES = (
-    (r"cams_(?P<split>.+)", 0, "CAM ({split}{threshold})"),
+    (r"(?P<set>cams(?:_.+)?)_(?P<split>.+)", 0, "CAM{set} ({split}{threshold})"),
     (r"pseudo_nocrf_(?P<split>.+)", 2, "random walk, no CRF ({split})"),
     (r"pseudo_(?P<split>.+)", 3, "pseudo-labels ({split})"),
     (r"ial_round(?P<round>\d+)(?:_(?P<split>.+))?", 3, "IAL round {round} ({split}{regions})"),
@@ -73,7 +73,7 @@ def _evaluations_of(stem: str, key: str, obj: dict | None) -> list[Evaluation]:
     for pattern, pattern_rank, template in EVAL_NAMES:
         match = re.fullmatch(pattern, stem)
         if match:
-            fields = match.groupdict()
+            fields = _with_set(match.groupdict(), stem, obj.get("split"))
             split, rank = fields.get("split") or str(obj.get("split", "")), pattern_rank
             threshold = obj.get("best_threshold")
             threshold = f", threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else ""
@@ -90,6 +90,16 @@ def _evaluations_of(stem: str, key: str, obj: dict | None) -> list[Evaluation]:
     crf_eval = Evaluation(f"{key} (crf)", f"CAM + CRF ({split or stem})", float(crf["miou"]),
                           dict(crf.get("per_class") or {}), (1, *main.rank[1:]), obj.get("images"))
     return [main, crf_eval]
+
+
+def _with_set(fields: dict[str, str], stem: str, split: object) -> dict[str, str]:
+    """A CAM set's evaluation ``eval/<set>_<split>.json``: the file's own split says where
+    the set's name ends (split names may hold ``_``); the default set ``cams`` goes unnamed."""
+    if "set" not in fields:
+        return fields
+    if isinstance(split, str) and stem.endswith(f"_{split}") and stem != f"cams_{split}":
+        return {"set": f" {stem[:-len(split) - 1]}", "split": split}
+    return {"set": "", "split": stem[len("cams_"):]}
 
 
 def _regions_text(regions: object) -> str:

@@ -1,9 +1,12 @@
 """eval-cams: mIoU of the CAMs of a split against ground truth, over background thresholds.
 
 The CAMs have no background channel; a constant threshold t plays that role. The sweep
-runs t = 0.00, 0.01, ..., 0.60 (SEAM's and PSA's evaluation range) in one pass and
-reports the best threshold. With ``crf`` it also evaluates CAM + dense CRF at that
-threshold (background score = the threshold, normalised per pixel).
+runs t = 0.00, 0.01, ..., 0.95 (SEAM's and PSA's evaluation range, 0-0.60, widened for
+the methods whose maps are min-max normalised) in one pass and reports the best
+threshold, chosen with the ground truth, and beside it the threshold a user without
+ground truth gets: Otsu's of the CAM values (``ThresholdSweep.otsu_index``). With ``crf``
+it also evaluates CAM + dense CRF at the best threshold (background score = the
+threshold, normalised per pixel).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from joblib import Parallel, delayed
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.errors import WsssError
-from wsss_cli.evaluation import ThresholdSweep, format_table, iou_summary
+from wsss_cli.evaluation import ThresholdSweep, foreground_quality, format_table, iou_summary
 from wsss_cli.inference import scores_to_label
 from wsss_cli.options import option
 from wsss_cli.stages.common import GroundTruthConfig, crf_power_option, set_option
 from wsss_cli.workdir import ArtifactSet, Layout, read_cams, write_json
 
-THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))
+THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(96))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +47,23 @@ def _crf_confusion(data: VocDataset, cam_set: ArtifactSet, image_id: str, thresh
 
 
 def run(cfg: EvalCamsConfig) -> dict:
-    """Evaluate a CAM set; writes and returns ``WORKDIR/eval/<cams>_<split>.json``."""
+    """Evaluate a CAM set, print the sweep; writes and returns ``WORKDIR/eval/<cams>_<split>.json``."""
+    result = evaluate(cfg)
+    sweep = result["sweep"]
+    if not cfg.runtime.quiet:
+        print(format_table(["threshold", "mIoU"], [(t, sweep[t]) for t in list(sweep)[::5]]))
+    print(f"best threshold {result['best_threshold']:.2f}  mIoU: {result['miou']:.2f}  (chosen "
+          "with the ground truth)")
+    if result["otsu"] is not None:
+        print(f"Otsu threshold {result['otsu']['threshold']:.2f}  mIoU: "
+              f"{result['otsu']['miou']:.2f}  (from the CAMs alone)")
+    if cfg.crf:
+        print(f"with dense CRF  mIoU: {result['crf']['miou']:.2f}")
+    return result
+
+
+def evaluate(cfg: EvalCamsConfig) -> dict:
+    """The numbers of ``run``, written to ``WORKDIR/eval/<cams>_<split>.json``, unprinted."""
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
     if not data.has_masks(ids):
@@ -61,12 +80,15 @@ def run(cfg: EvalCamsConfig) -> dict:
         sweep.add(gt, cams, classes)
     confusions = sweep.confusions()
     mious = [iou_summary(c, data.classes)["miou"] for c in confusions]
-    best = int(np.argmax(mious))
+    best, otsu = int(np.argmax(mious)), sweep.otsu_index()
     result = {
         "split": cfg.split,
         "images": len(ids),
         "best_threshold": THRESHOLDS[best],
         **iou_summary(confusions[best], data.classes),
+        **foreground_quality(confusions[best]),
+        "otsu": None if otsu is None else {"threshold": THRESHOLDS[otsu], "miou": mious[otsu],
+                                           **foreground_quality(confusions[otsu])},
         "sweep": {f"{t:.2f}": m for t, m in zip(THRESHOLDS, mious, strict=True)},
     }
     if cfg.crf:
@@ -76,10 +98,4 @@ def run(cfg: EvalCamsConfig) -> dict:
         confusion = sum(cfg.runtime.progress(jobs, "eval-cams crf", total=len(ids)))
         result["crf"] = iou_summary(confusion, data.classes)
     write_json(layout.eval(f"{cfg.cams}_{cfg.split}"), result)
-    if not cfg.runtime.quiet:
-        rows = [(f"{THRESHOLDS[i]:.2f}", mious[i]) for i in range(0, len(THRESHOLDS), 5)]
-        print(format_table(["threshold", "mIoU"], rows))
-    print(f"best threshold {THRESHOLDS[best]:.2f}  mIoU: {mious[best]:.2f}")
-    if cfg.crf:
-        print(f"with dense CRF  mIoU: {result['crf']['miou']:.2f}")
     return result
