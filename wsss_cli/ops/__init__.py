@@ -22,6 +22,7 @@ from wsss_cli.ops.pamr import pamr
 from wsss_cli.ops.random_walk import random_walk
 from wsss_cli.ops.regions import superpixel_regions
 from wsss_cli.ops.seam import pcm, seam_losses, seam_normalize
+from wsss_cli.ops.sec import sec_constrain_loss, sec_expand_loss, sec_seed_loss
 from wsss_cli.ops.spn import normalize_gates, spn_gate_targets, spn_propagate
 from wsss_cli.ops.stochastic_gate import stochastic_gate
 
@@ -47,6 +48,9 @@ __all__ = [
     "scaled_grid_sizes",
     "seam_losses",
     "seam_normalize",
+    "sec_constrain_loss",
+    "sec_expand_loss",
+    "sec_seed_loss",
     "spn_gate_targets",
     "spn_propagate",
     "stochastic_gate",
