@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from stage_runs import GLOBAL, TINY_TRAINING, invoke
 
 from wsss_cli import ops
+from wsss_cli.cam_methods import CAM_METHODS
 from wsss_cli.cli import main
 from wsss_cli.data.augment import erase_pixels, normalize
 from wsss_cli.data.dataset import VocDataset
@@ -145,6 +146,18 @@ def test_acol_head_b_sees_the_features_head_a_leaves():
     assert cams.shape == (2, 3, 8, 8) and cams.min() >= 0 and cams.max() <= 1
 
 
+def test_acol_from_scratch_trains_its_heads_at_the_base_rate(tmp_path):
+    acol = CAM_METHODS.get("acol")
+    scratch = TrainClsConfig(data=tmp_path, workdir=tmp_path, backbone="tiny", method="acol")
+    scratch = scratch.resolved()
+    assert scratch.lr == 1e-3 and scratch.pretrained == "none"
+    assert acol.configured(scratch).head_lr_mult == 1.0
+    assert acol.configured(scratch).width == 128
+    imagenet = TrainClsConfig(data=tmp_path, workdir=tmp_path, backbone="resnet50", method="acol")
+    configured = acol.configured(imagenet.resolved())
+    assert configured.head_lr_mult is None and configured.width == 1024  # the loop's 10x
+
+
 def test_mdc_map_is_the_first_rate_plus_the_mean_of_the_others():
     torch.manual_seed(0)
     net = MdcNet(build_backbone("tiny"), 4, rates=(1, 3, 6)).eval()
@@ -216,7 +229,7 @@ def toy(tmp_path_factory):
 
 @pytest.mark.parametrize("method, extra, options", [
     ("has", [], {}),
-    ("acol", ["--acol-threshold", "0.7"], {"acol_threshold": 0.7, "acol_width": 256}),
+    ("acol", ["--acol-threshold", "0.7"], {"acol_threshold": 0.7, "acol_width": 128}),
     ("mdc", ["--mdc-rates", "1,2,4"], {"mdc_rates": [1, 2, 4]}),
     ("cam", ["--mixup", "0.4"], {}),
 ])

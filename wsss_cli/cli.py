@@ -41,6 +41,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-aff-labels": ("stages.make_aff_labels", "MakeAffLabelsConfig",
                         "CAMs -> two backgrounds -> dense CRF -> WORKDIR/aff_labels/<id>.png "
                         "(0 background, c class, 255 unsure)."),
+    "make-seeds": ("stages.make_seeds", "MakeSeedsConfig",
+                   "CAMs (+ saliency) -> SEC's localisation cues -> WORKDIR/seeds/<id>.png "
+                   "(0 background, c class, 255 unknown), for train-seg --loss sec."),
     "train-aff": ("stages.train_aff", "TrainAffConfig",
                   "Train AffinityNet on the affinity labels -> WORKDIR/aff/model.pt."),
     "random-walk": ("stages.random_walk", "RandomWalkConfig",

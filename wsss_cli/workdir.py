@@ -167,6 +167,7 @@ class Layout:
     CAMS = "cams"
     AFF_LABELS = "aff_labels"
     PSEUDO = "pseudo"
+    SEEDS = "seeds"
     PSEUDO_NO_CRF = "pseudo_nocrf"
     SUPERPIXELS = "ial/superpixels"
 

@@ -56,13 +56,15 @@ class CamMethod(CamReader, Protocol):
 
 class Defaults:
     """The optional parts of a method or reading: train-cls's presets, the train-cls
-    options it sets where the user left them unset (``options``), what its checkpoint must
+    options it sets where the user left them unset (``options``), the learning-rate factor
+    of its new layers (``head_lr_mult``), what its checkpoint must
     record to rebuild it (``recorded``), how it trains (``train``: one network), the
     defaults it brings to later stages (``downstream[family][stage]``), and PSA's
     normalisation of the summed maps, ``max(0, s) / (max s + 1e-5)`` per class."""
 
     presets: dict[str, dict[str, Any]] | None = None
     options: dict[str, Any] = {}  # noqa: RUF012 (read only)
+    head_lr_mult: float | None = None  # None: the training loop's 10x for the new layers
     downstream: dict[str, dict[str, dict[str, Any]]] = {}  # noqa: RUF012 (read only)
 
     def configured(self, cfg: Any) -> Defaults:

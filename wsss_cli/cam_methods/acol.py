@@ -16,24 +16,37 @@ from wsss_cli.models.acol import AcolNet
 from wsss_cli.models.backbones import BACKBONES, Backbone
 
 THRESHOLD = 0.6  # ACoL's erasing threshold
-# the heads' hidden width: ACoL's 1024, a quarter of it where the backbone is our CPU one
-WIDTHS = {"tiny": 256}
+# the heads' hidden width: ACoL's 1024, half the features' channels for our CPU backbone
+WIDTHS = {"tiny": 128}
+TINY_LR = 1e-3
 
 
 @dataclass(frozen=True)
 class Acol(Defaults):
     threshold: float = THRESHOLD
     width: int = 1024
+    head_lr_mult: float | None = None
 
     def configured(self, cfg: Any) -> Acol:
         """With train-cls's ``acol_threshold``, the heads' width from its backbone (or
-        both from a checkpoint's recorded options)."""
+        both from a checkpoint's recorded options); trained from scratch, the heads learn
+        at the base rate (three layers at 10x AdamW's rate diverge in the first epoch)."""
         width = getattr(cfg, "acol_width", None)
         backbone = getattr(cfg, "backbone", None)
         if width is None and backbone is not None:
             width = WIDTHS.get(BACKBONES.get(backbone).family, 1024)
         threshold = getattr(cfg, "acol_threshold", None)
-        return Acol(self.threshold if threshold is None else threshold, width or self.width)
+        scratch = getattr(cfg, "pretrained", None) == "none"
+        return Acol(self.threshold if threshold is None else threshold, width or self.width,
+                    1.0 if scratch else None)
+
+    @property
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """train-cls's, with tiny's rate halved: its heads learn at the base rate, and
+        train-cls's 2e-3 makes their logits spike in the first epoch (docs/results.md#compare)."""
+        from wsss_cli.stages.train_cls import PRESETS
+
+        return {**PRESETS, "tiny": {**PRESETS["tiny"], "lr": TINY_LR}}
 
     def recorded(self) -> dict[str, Any]:
         return {"acol_threshold": self.threshold, "acol_width": self.width}

@@ -11,10 +11,17 @@ from wsss_cli.models.backbones import Backbone
 
 
 def _acol_head(channels: int, width: int, num_classes: int) -> nn.Sequential:
-    """conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1 to the classes (ACoL's classifier)."""
-    return nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
+    """conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1 to the classes (ACoL's classifier),
+    Xavier-uniform weights and zero biases as ACoL's code (PyTorch's default init lets
+    the logits of a network trained from scratch blow up in the first steps)."""
+    head = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(width, num_classes, 1))
+    for layer in head:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return head
 
 
 class AcolNet(nn.Module):

@@ -23,6 +23,7 @@ from wsss_cli.ops.random_walk import random_walk
 from wsss_cli.ops.regions import superpixel_regions
 from wsss_cli.ops.seam import pcm, seam_losses, seam_normalize
 from wsss_cli.ops.sec import sec_constrain_loss, sec_expand_loss, sec_seed_loss
+from wsss_cli.ops.seeds import sec_seeds
 from wsss_cli.ops.spn import normalize_gates, spn_gate_targets, spn_propagate
 from wsss_cli.ops.stochastic_gate import stochastic_gate
 
@@ -51,6 +52,7 @@ __all__ = [
     "sec_constrain_loss",
     "sec_expand_loss",
     "sec_seed_loss",
+    "sec_seeds",
     "spn_gate_targets",
     "spn_propagate",
     "stochastic_gate",

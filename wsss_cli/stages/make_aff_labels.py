@@ -4,7 +4,8 @@ Two background scores ``(1 - max_c CAM)^alpha`` are stacked with the CAMs: with 
 alpha the background is strong (only the CAM peaks survive as foreground), with the
 high alpha it is weak (only the surest background survives). After a dense CRF on each,
 a pixel is class c where the low-alpha CRF says c != background, background where the
-high-alpha CRF says background, and 255 (unsure, no affinity label) elsewhere.
+high-alpha CRF says background (or, with ``--saliency``, where the saliency map is low,
+as OAA and DSRG take it), and 255 (unsure, no affinity label) elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from joblib import Parallel, delayed
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
+from wsss_cli.data.saliency import (
+    SALIENCY_THRESHOLD,
+    Saliency,
+    saliency_option,
+    saliency_threshold_option,
+)
 from wsss_cli.inference import with_background
 from wsss_cli.options import option
 from wsss_cli.stages.common import (
@@ -44,6 +51,9 @@ class MakeAffLabelsConfig(PerImageConfig):
                                             "(confident background).", min=0, min_open=True,
                                       default_text="PSA's 32; SEAM's 24 for SEAM CAMs of an "
                                                    "ImageNet backbone")
+    saliency: str | None = saliency_option("The confident background from saliency maps "
+                                           "instead of the weak-background CRF (OAA, DSRG)")
+    saliency_threshold: float = saliency_threshold_option(SALIENCY_THRESHOLD)
     crf_iters: int = crf_iters_option()
     jobs: int = jobs_option()
     cams: str = set_option(Layout.CAMS, "CAM set to read")
@@ -61,28 +71,33 @@ def crf_labels(image: np.ndarray, scores: np.ndarray, iters: int) -> np.ndarray:
 
 def affinity_label_map(
     image: np.ndarray, cams: np.ndarray, classes: np.ndarray, alpha_low: float,
-    alpha_high: float, crf_iters: int,
+    alpha_high: float, crf_iters: int, background: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 ``[H, W]``: 0 confident background, c confident class c, 255 unsure."""
+    """uint8 ``[H, W]``: 0 confident background, c confident class c, 255 unsure.
+
+    ``background``: bool ``[H, W]``, the confident background (low saliency) in place of
+    the high-alpha CRF's.
+    """
     if len(classes) == 0:
         return np.zeros(image.shape[:2], np.uint8)
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
     low = with_background(cams, alpha_low)
-    high = with_background(cams, alpha_high)
     label_low = crf_labels(image, low, crf_iters)
-    label_high = crf_labels(image, high, crf_iters)
+    if background is None:
+        background = crf_labels(image, with_background(cams, alpha_high), crf_iters) == 0
     label = np.where(label_low > 0, channel_class[label_low], 255).astype(np.uint8)
-    label[label_high == 0] = 0
+    label[background] = 0
     label[low.max(axis=0) < 1e-5] = 255  # no score at all: nothing to trust
     return label
 
 
 def _one_image(data: VocDataset, cams: ArtifactSet, labels: ArtifactSet, image_id: str,
-               cfg: MakeAffLabelsConfig) -> None:
+               cfg: MakeAffLabelsConfig, saliency: Saliency | None) -> None:
     classes, scores = read_cams(cams.path(image_id))
     image = data.read_image(image_id)
+    background = None if saliency is None else saliency(image_id, image) < cfg.saliency_threshold
     label = affinity_label_map(image, scores, classes, cfg.alpha_low, cfg.alpha_high,
-                               cfg.crf_iters)
+                               cfg.crf_iters, background)
     write_palette_png(labels.path(image_id), label)
 
 
@@ -92,11 +107,13 @@ def run(cfg: MakeAffLabelsConfig) -> Path:
     layout = Layout(cfg.workdir)
     cfg = fill_unset(cfg, {**PSA_ALPHAS, **method_preset(cfg.workdir, cfg.cams, STAGE)})
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
+    ids = data.ids(cfg.split)
+    saliency = None if cfg.saliency is None else Saliency.checked(cfg.saliency, data, ids)
     inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
-    with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, data.ids(cfg.split), labels,
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, ids, labels,
                        inputs) as job:
         jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_one_image)(data, cams, labels, i, cfg) for i in job.todo)
+            delayed(_one_image)(data, cams, labels, i, cfg, saliency) for i in job.todo)
         for _ in job.progress(jobs):
             pass
     return labels.folder

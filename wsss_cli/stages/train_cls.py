@@ -122,7 +122,8 @@ def train_network(cfg: TrainClsConfig, method: CamMethod, name: str,
         loop = cfg.loop()
         meta = {"kind": CLASSIFIER, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "classes": list(data.classes), "method": name, "method_options": method.recorded()}
-        final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
+        head_mult = method.head_lr_mult or loop.head_lr_mult
+        final = fit(model, param_groups(model.backbone, model.head, cfg.lr, head_mult),
                     dataset, with_batch_augmentation(method.loss, cfg), loop, job.model_dir,
                     cfg.runtime, meta, job.logger)
         job.record.update(images=len(ids))
