@@ -73,7 +73,7 @@ class TrainClsConfig(TrainingConfig):
                                                 "this.", min=0, max=1, hashed="unless-default",
                                           default_text=str(acol.THRESHOLD))
     erase_steps: int | None = option(None, "--method erasing: classifiers trained in turn, each "
-                                           "on the images the earlier ones' regions erased.",
+                                           "on the images with the earlier ones' regions erased.",
                                      min=1, max=10, hashed="unless-default",
                                      default_text=str(erasing.STEPS))
     erase_threshold: float | None = option(None, "--method erasing: a step's regions are where "
