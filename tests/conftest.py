@@ -53,6 +53,23 @@ INTEGRATION = {"test_pipeline", "test_shards", "test_crash", "test_ddp", "test_s
                "test_cam_methods", "test_report", "test_runtime", "test_training", "test_cli"}
 
 
+def run_torch_golden(op: str, path: Path) -> None:
+    """Call ``ops.<op>`` on a golden file's inputs as float32 tensors and check every
+    output (a tensor or a tuple of them) is float32 and close to the recorded one."""
+    import torch
+
+    from wsss_cli import ops
+
+    _, params, inputs, expected = load_golden(path)
+    got = getattr(ops, op)(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params)
+    names = expected["__outputs__"]
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(names)
+    for name, value in zip(names, got, strict=True):
+        assert value.dtype == torch.float32, name
+        assert_close(value.detach().numpy(), expected[name])
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION:

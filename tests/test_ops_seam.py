@@ -7,35 +7,24 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, golden_cases, load_golden
+from conftest import golden_cases, run_torch_golden
 
 from wsss_cli import ops
 
 
-def _run_golden(op: str, path):
-    _, params, inputs, expected = load_golden(path)
-    got = getattr(ops, op)(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params)
-    names = expected["__outputs__"]
-    got = got if isinstance(got, tuple) else (got,)
-    assert len(got) == len(names)
-    for name, value in zip(names, got, strict=True):
-        assert value.dtype == torch.float32, name
-        assert_close(value.detach().numpy(), expected[name])
-
-
 @pytest.mark.parametrize("path", golden_cases("seam_normalize"), ids=lambda p: p.stem)
 def test_seam_normalize_golden(path):
-    _run_golden("seam_normalize", path)
+    run_torch_golden("seam_normalize", path)
 
 
 @pytest.mark.parametrize("path", golden_cases("pcm"), ids=lambda p: p.stem)
 def test_pcm_golden(path):
-    _run_golden("pcm", path)
+    run_torch_golden("pcm", path)
 
 
 @pytest.mark.parametrize("path", golden_cases("seam_losses"), ids=lambda p: p.stem)
 def test_seam_losses_golden(path):
-    _run_golden("seam_losses", path)
+    run_torch_golden("seam_losses", path)
 
 
 def test_seam_normalize_by_hand():

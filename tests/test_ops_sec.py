@@ -6,35 +6,24 @@ import math
 
 import pytest
 import torch
-from conftest import assert_close, golden_cases, load_golden
+from conftest import golden_cases, run_torch_golden
 
 from wsss_cli import ops
 
 
-def _run_golden(op: str, path):
-    _, params, inputs, expected = load_golden(path)
-    got = getattr(ops, op)(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params)
-    names = expected["__outputs__"]
-    got = got if isinstance(got, tuple) else (got,)
-    assert len(got) == len(names)
-    for name, value in zip(names, got, strict=True):
-        assert value.dtype == torch.float32, name
-        assert_close(value.detach().numpy(), expected[name])
-
-
 @pytest.mark.parametrize("path", golden_cases("sec_seed_loss"), ids=lambda p: p.stem)
 def test_sec_seed_loss_golden(path):
-    _run_golden("sec_seed_loss", path)
+    run_torch_golden("sec_seed_loss", path)
 
 
 @pytest.mark.parametrize("path", golden_cases("sec_expand_loss"), ids=lambda p: p.stem)
 def test_sec_expand_loss_golden(path):
-    _run_golden("sec_expand_loss", path)
+    run_torch_golden("sec_expand_loss", path)
 
 
 @pytest.mark.parametrize("path", golden_cases("sec_constrain_loss"), ids=lambda p: p.stem)
 def test_sec_constrain_loss_golden(path):
-    _run_golden("sec_constrain_loss", path)
+    run_torch_golden("sec_constrain_loss", path)
 
 
 def _probs(b: int, k: int, h: int, w: int, seed: int, dtype=torch.float64) -> torch.Tensor:
