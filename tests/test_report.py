@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from wsss_cli.cli import main
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.io import voc_palette, write_palette_png
+from wsss_cli.data.io import read_mask, voc_palette, write_palette_png
 from wsss_cli.data.toy import TOY_CLASSES, make_toy_dataset
 from wsss_cli.report.collect import collect
 from wsss_cli.report.evaluations import collect_evaluations
@@ -111,6 +111,16 @@ def test_report_has_miou_classes_and_pictures(tmp_path, toy_data):
     assert page.count("prediction <span") == 4
     # self-contained: no script and nothing fetched from elsewhere
     assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_seeds_get_a_column_once_make_seeds_has_run(tmp_path, toy_data):
+    workdir = make_workdir(tmp_path / "w", toy_data)
+    for image_id in VocDataset(toy_data).ids("train")[:4]:
+        write_palette_png(workdir / "seeds" / f"{image_id}.png", read_mask(workdir / "pseudo" / f"{image_id}.png"))
+    page = run(ReportConfig(workdir=workdir, samples=4, worst=0)).read_text()
+    assert count_images(page) == 4 * 6
+    assert page.count('alt="seeds: square"') == 4
+    assert page.index('alt="affinity label') < page.index('alt="seeds') < page.index('alt="pseudo-label')
 
 
 def test_pictures_are_small_and_unsure_is_white():

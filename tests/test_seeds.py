@@ -12,6 +12,7 @@ from wsss_cli import ops
 from wsss_cli.cli import main
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
+from wsss_cli.data.saliency import Saliency
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.workdir import read_cams
 
@@ -114,3 +115,27 @@ def test_make_aff_labels_takes_its_confident_background_from_saliency(with_cams,
                                        "aff_bad"])
     assert result.exit_code == 2 and "saliency map missing" in result.output
     assert not (work / "aff_bad").exists()
+
+
+@pytest.mark.parametrize("source", ["spectral", "fine-grained"])
+def test_built_in_saliency_finds_the_objects_of_real_photos(coco128, source):
+    data, saliency = VocDataset(coco128), Saliency(source)
+    brighter = []
+    for image_id in data.ids("train")[:30]:
+        image, gt = data.read_image(image_id), data.read_mask(image_id)
+        found = saliency(image_id, image)
+        assert found.shape == gt.shape and found.dtype == np.float32
+        assert 0 <= found.min() and found.max() <= 1
+        objects = (gt > 0) & (gt < 255)
+        if objects.any() and (gt == 0).any():
+            brighter.append(found[objects].mean() > found[gt == 0].mean())
+    assert np.mean(brighter) > 0.65  # measured: 0.73 spectral, 0.77 fine-grained
+
+
+def test_make_seeds_with_opencv_saliency_writes_every_map(with_cams):
+    data, work = with_cams
+    invoke(["make-seeds", "--data", str(data), "--workdir", str(work), "--bg-source", "saliency",
+            "--saliency", "spectral", "--out", "seeds_spectral"])
+    for image_id in VocDataset(data).ids("train"):
+        seeds = read_mask(work / "seeds_spectral" / f"{image_id}.png")
+        assert (seeds == 0).any() and (seeds == 255).any()

@@ -2,7 +2,7 @@
 
 SGD with momentum 0.9 and *real* weight decay (the reference repos' PolyOptimizer
 passed the weight decay in momentum's slot) or AdamW, 10x learning rate for the new layers, a
-poly schedule stepped per iteration, AMP (bf16) and channels_last on CUDA, a
+poly (or step) schedule stepped per iteration, AMP (bf16) and channels_last on CUDA, a
 resumable ``last.pt`` every epoch, ``metrics.jsonl``, a NaN guard, and
 DistributedDataParallel when launched by ``torchrun``.
 
@@ -59,6 +59,15 @@ class LoopConfig:
     momentum: float = 0.9
     poly_power: float = 0.9
     head_lr_mult: float = 10.0
+    lr_phases: int = 0  # 0: poly; N: constant over N equal phases, x0.1 from one to the next
+
+
+def lr_scale(cfg: LoopConfig, step: int, total_steps: int) -> float:
+    """The factor of the base learning rates at ``step`` of ``total_steps``: the poly
+    schedule, or with ``lr_phases`` N a step schedule (SEC: x0.1 every quarter)."""
+    if cfg.lr_phases:
+        return 0.1 ** (cfg.lr_phases * step // total_steps)
+    return (1 - step / total_steps) ** cfg.poly_power
 
 
 @dataclass(frozen=True)
@@ -384,9 +393,9 @@ def _train_epoch(run: _Setup, step_fn: StepFn, cfg: LoopConfig, epoch: int, runt
 
 def _train_step(run: _Setup, step_fn: StepFn, batch: list[torch.Tensor], ctx: StepContext,
                 cfg: LoopConfig, last: Path) -> float:
-    """The poly learning rate, the loss (NaN-guarded), one optimizer step; returns the
-    batch loss averaged over the ranks."""
-    scale = (1 - ctx.step / ctx.total_steps) ** cfg.poly_power
+    """The learning rate (``lr_scale``), the loss (NaN-guarded), one optimizer step; returns
+    the batch loss averaged over the ranks."""
+    scale = lr_scale(cfg, ctx.step, ctx.total_steps)
     for g in run.optimizer.param_groups:
         g["lr"] = g["base_lr"] * scale
     batch = [b.to(run.device, non_blocking=True) for b in batch]

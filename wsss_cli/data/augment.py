@@ -34,6 +34,13 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def denormalize(image: np.ndarray) -> np.ndarray:
+    """ImageNet-normalised float ``[3, H, W]`` -> RGB uint8 ``[H, W, 3]`` (``normalize``'s inverse,
+    rounded and clipped)."""
+    out = image.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.ascontiguousarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+
+
 def erase_pixels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` with the pixels of bool ``mask`` ``[H, W]`` set to the
     normalisation mean (0 once normalised): erasing that leaves nothing to learn from."""

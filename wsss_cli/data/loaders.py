@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from wsss_cli.data.augment import AugmentConfig, augment, erase_pixels
+from wsss_cli.data.augment import AugmentConfig, augment, erase_pixels, normalize, resize
 from wsss_cli.data.dataset import ImageFolder, VocDataset
 from wsss_cli.data.io import read_id_png, read_mask
 from wsss_cli.errors import WsssError
@@ -56,6 +56,15 @@ def ignore_background_near_objects(label: np.ndarray, band: int, image: np.ndarr
         to_background = np.linalg.norm(ring - ring.mean(0), axis=1)
         ignored[near] |= to_object < color_ratio * to_background
     return np.where(ignored, np.uint8(255), label)
+
+
+def read_label_map(label_dir: Path, image_id: str, image: np.ndarray) -> np.ndarray:
+    """``label_dir/<id>.png`` as uint8 ``[H, W]``; a size other than the image's is a user error."""
+    label = read_mask(label_dir / f"{image_id}.png")
+    if label.shape != image.shape[:2]:
+        raise WsssError(f"{label_dir / image_id}.png: size {label.shape[::-1]} differs "
+                        f"from its image {image.shape[1::-1]}")
+    return label
 
 
 class ClassificationSet(Dataset):
@@ -117,13 +126,33 @@ class SegmentationSet(Dataset):
         epoch, index = key
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
-        label = read_mask(self.label_dir / f"{image_id}.png")
-        if label.shape != image.shape[:2]:
-            raise WsssError(f"{self.label_dir / image_id}.png: size {label.shape[::-1]} differs "
-                            f"from its image {image.shape[1::-1]}")
+        label = read_label_map(self.label_dir, image_id, image)
         label = ignore_background_near_objects(label, self.ignore_band, image, self.ignore_band_color)
         image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
         return image, label.astype(np.int64)
+
+
+class SeedSet(Dataset):
+    """``set[(epoch, i)]`` -> (image float32 ``[3, size, size]``, seeds int64 ``[size, size]``,
+    labels float32 ``[C]``): SEC's input, the whole image and its seed map (0 background,
+    c class, 255 unknown) resized to ``size`` x ``size`` (seeds by nearest neighbour) and
+    flipped at random, no crop, so that every labelled class stays in view."""
+
+    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, size: int, seed: int):
+        self.data, self.ids, self.label_dir, self.size, self.seed = data, ids, Path(label_dir), size, seed
+        self.labels = [data.label_vector(i) for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        epoch, index = key
+        image = self.data.read_image(self.ids[index])
+        seeds = read_label_map(self.label_dir, self.ids[index], image)
+        image, seeds = resize(image, (self.size, self.size)), resize(seeds, (self.size, self.size), True)
+        if sample_rng(self.seed, epoch, index).random() < 0.5:
+            image, seeds = image[:, ::-1], seeds[:, ::-1]
+        return normalize(image), seeds.astype(np.int64), self.labels[index]
 
 
 class AffinitySet(Dataset):
@@ -146,7 +175,7 @@ class AffinitySet(Dataset):
         epoch, index = key
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
-        label = read_mask(self.label_dir / f"{image_id}.png")
+        label = read_label_map(self.label_dir, image_id, image)
         image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
         half = self.stride // 2
         grid = label[half :: self.stride, half :: self.stride]

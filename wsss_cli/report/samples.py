@@ -1,6 +1,6 @@
 """The sample rows: which images of a split are shown (evenly spaced ones, the worst by
 per-image mIoU) or of a ``predict --images`` folder, and which artifacts each row shows
-(image, CAM, affinity label, pseudo-label, prediction, ground truth).
+(image, CAM, affinity label, SEC seeds when made, pseudo-label, prediction, ground truth).
 """
 
 from __future__ import annotations
@@ -65,12 +65,16 @@ class SampleSet:
 def artifact_sets(workdir: Path, split: str) -> dict[str, ArtifactSet]:
     """The per-image artifacts a sample row shows, in the default sets of the layout."""
     layout = Layout(workdir)
-    return {
+    sets = {
         "cam": layout.cams(),
         "aff": layout.labels(Layout.AFF_LABELS),
         "pseudo": layout.labels(Layout.PSEUDO),
         "pred": layout.predictions(split),
     }
+    seeds = layout.labels(Layout.SEEDS)
+    if seeds.folder.is_dir():  # SEC's path: no column of placeholders on the others
+        sets["seeds"] = seeds
+    return sets
 
 
 def split_samples(workdir: Path, data: VocDataset | None, split: str, names: Sequence[str], n: int,
@@ -124,7 +128,8 @@ def choose_samples(workdir: Path, data: VocDataset | None, split: str, n: int) -
 
 def sample_row(workdir: Path, data: VocDataset | None, split: str, image_id: str,
                names: Sequence[str]) -> list[Picture]:
-    """The six pictures of one image; each failure only turns its own cell into a placeholder."""
+    """The pictures of one image (six, seven with SEC's seeds); each failure only turns its own
+    cell into a placeholder."""
     paths = {key: s.path(image_id) for key, s in artifact_sets(workdir, split).items()}
     image = try_read(lambda: data.read_image(image_id)) if data is not None else None
     pictures = [image_picture(image)]
@@ -136,7 +141,8 @@ def sample_row(workdir: Path, data: VocDataset | None, split: str, image_id: str
         cam_caption = f"CAM: {names_of(cams[0].tolist(), names) or 'no class'}"
         pictures.append(encoded_picture(cam_caption, heat, "jpeg"))
     gt_path = data.mask_path(image_id) if data is not None else None
-    for caption, path in (("affinity label", paths["aff"]), ("pseudo-label", paths["pseudo"]),
+    seeds = [("seeds", paths["seeds"])] if "seeds" in paths else []
+    for caption, path in (("affinity label", paths["aff"]), *seeds, ("pseudo-label", paths["pseudo"]),
                           ("prediction", paths["pred"]), ("ground truth", gt_path)):
         pictures.append(label_picture(caption, path, names))
     return pictures

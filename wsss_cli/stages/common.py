@@ -102,10 +102,11 @@ def method_defaults(method: str | None, backbone: str | None, stage: str) -> dic
     return CAM_METHODS.get(method).downstream.get(BACKBONES.get(backbone).family, {}).get(stage, {})
 
 
-def set_option(default: str, what: str) -> Any:
+def set_option(default: str | None, what: str, default_text: str | None = None) -> Any:
     """The name of an artifact set under WORKDIR (a folder); the set's own settings hash
     ties it to its inputs, so the name itself is not hashed."""
-    return unhashed(default, f"{what} (a folder name under WORKDIR).", metavar="NAME")
+    return unhashed(default, f"{what} (a folder name under WORKDIR).", metavar="NAME",
+                    default_text=default_text)
 
 
 def backbone_option(default: str | None = "resnet50",

@@ -1,11 +1,10 @@
 """train-seg: a DeepLab-style segmentation network trained on the pseudo-labels.
 
-Cross-entropy (255 = ignore) between the logits, upsampled to the crop, and the labels
-of ``WORKDIR/pseudo`` (or ``--labels DIR``), optionally without the background next to
-objects (``--ignore-band``); random rescaling (0.5-1.5), crop and flip (no colour jitter,
-as DeepLab); the shared training loop (poly schedule, head at 10x, checkpoints, AMP on
-CUDA). With ``--val-split`` the model is scored against that split's ground truth every
-``--val-every`` epochs and the mIoU goes to ``metrics.jsonl``.
+``--loss`` (``seg_losses``): cross-entropy (255 = ignore) on the dense labels of
+``WORKDIR/pseudo`` (or ``--labels DIR``), or SEC's seed, expand and constrain losses on the
+sparse seeds of ``WORKDIR/seeds``; the shared training loop (poly or step schedule, head
+at 10x, checkpoints, AMP on CUDA). With ``--val-split`` the model is scored against that
+split's ground truth every ``--val-every`` epochs and the mIoU goes to ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -15,19 +14,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch.nn.functional as F
 from torch import nn
 
 from wsss_cli import ops
-from wsss_cli.data.augment import AugmentConfig
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.data.loaders import SegmentationSet
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs
 from wsss_cli.models.kinds import SEGMENTATION
 from wsss_cli.models.segmentation import BACKBONE_OPTIONS, HEADS, SegNet
 from wsss_cli.options import option
 from wsss_cli.runtime import Runtime
+from wsss_cli.seg_losses import SEG_LOSSES
 from wsss_cli.stages.common import (
     TrainingConfig,
     backbone_option,
@@ -35,7 +32,7 @@ from wsss_cli.stages.common import (
     set_option,
     training_run,
 )
-from wsss_cli.training import EpochHook, fit, param_groups
+from wsss_cli.training import EpochHook, LoopConfig, fit, param_groups
 from wsss_cli.workdir import Layout, Workdir, entry_name
 
 STAGE = "train-seg"
@@ -44,14 +41,14 @@ STAGE = "train-seg"
 # backbone with AdamW and ignores the object-coloured background next to objects
 # (docs/results.md#train-seg)
 _DEEPLAB = dict(pretrained="imagenet", optimizer="sgd", epochs=20, batch_size=10, lr=2.5e-4,
-                weight_decay=5e-4, crop_size=321, refine=False, ignore_band=0,
+                weight_decay=5e-4, crop_size=321, head="aspp", refine=False, ignore_band=0,
                 ignore_band_color=0.0)
 PRESETS: dict[str, dict] = {
     "psa": _DEEPLAB,
     "irn": _DEEPLAB,
     "tiny": dict(pretrained="cls", optimizer="adamw", epochs=20, batch_size=16, lr=5e-4,
-                 weight_decay=5e-4, crop_size=128, freeze_bn=False, refine=True, ignore_band=20,
-                 ignore_band_color=1.5),
+                 weight_decay=5e-4, crop_size=128, freeze_bn=False, head="aspp", refine=True,
+                 ignore_band=20, ignore_band_color=1.5),
 }
 
 
@@ -65,9 +62,14 @@ class TrainSegConfig(TrainingConfig):
     labels: Path | None = option(None, "Folder of <id>.png training labels (255 = ignore), "
                                        "instead of a set under WORKDIR.", exists=True,
                                  file_okay=False, default_text="WORKDIR/<pseudo>")
-    pseudo: str = set_option(Layout.PSEUDO, "Pseudo-label set to train on")
-    head: str = option("aspp", "DeepLab v2 ASPP (rates 6/12/18/24) or DeepLab v1 LargeFOV "
-                               "(rate 12).", choices=HEADS)
+    loss: str = option("ce", "Cross-entropy on dense pseudo-labels, or SEC's seed + expand + "
+                             "constrain losses on sparse seeds (make-seeds).",
+                       choices=SEG_LOSSES.names(), hashed="unless-default")
+    pseudo: str | None = set_option(None, "Label set to train on",
+                                    default_text="pseudo; seeds with --loss sec")
+    head: str | None = option(None, "DeepLab v2 ASPP (rates 6/12/18/24) or DeepLab v1 LargeFOV "
+                                    "(rate 12).", choices=HEADS,
+                              default_text="aspp; largefov with --loss sec")
     refine: bool | None = option(None, "Sharpen the head's scores with the backbone's stride-4 map "
                                        "(a DeepLab v3+ style decoder).",
                                  default_text="on for tiny, off for the papers' backbones")
@@ -86,6 +88,13 @@ class TrainSegConfig(TrainingConfig):
     val_split: str | None = option(None, "Split evaluated against its ground truth during training "
                                          "(e.g. val).")
     val_every: int = option(1, "Evaluate --val-split every N epochs.", min=1)
+    lr_phases: int | None = option(None, "0: poly learning-rate schedule; N: constant over N equal "
+                                         "phases, x0.1 from one to the next.", min=0, metavar="N",
+                                   hashed="unless-default",
+                                   default_text="0; 4 with --loss sec and the papers' backbones (SEC)")
+
+    def loop(self) -> LoopConfig:
+        return replace(super().loop(), lr_phases=self.lr_phases or 0)
 
 
 def validation_hook(cfg: TrainSegConfig, data: VocDataset, logger: Any) -> EpochHook | None:
@@ -117,16 +126,24 @@ def validation_hook(cfg: TrainSegConfig, data: VocDataset, logger: Any) -> Epoch
     return evaluate
 
 
+def resolved(cfg: TrainSegConfig) -> TrainSegConfig:
+    """The options left unset filled from the loss's preset values over train-seg's."""
+    loss = SEG_LOSSES.get(cfg.loss)
+    presets = {family: {**values, **loss.presets.get(family, {})} for family, values in PRESETS.items()}
+    return fill_from_preset(replace(cfg, pseudo=cfg.pseudo or loss.labels), presets)
+
+
 def run(cfg: TrainSegConfig) -> Path:
     """Train the segmentation network; returns ``WORKDIR/seg/model.pt``."""
-    cfg = fill_from_preset(cfg, PRESETS)
+    cfg = resolved(cfg)
+    loss = SEG_LOSSES.get(cfg.loss)
     data = VocDataset(cfg.data)
     ids = data.ids(cfg.split)
     layout = Layout(cfg.workdir)
     label_dir = Path(cfg.labels or layout.labels(cfg.pseudo).folder)
     missing = [i for i in ids if not (label_dir / f"{i}.png").exists()]
     if missing:
-        hint = "" if cfg.labels else " (run random-walk or make-pseudo first, or give --labels)"
+        hint = "" if cfg.labels else f" (run {loss.made_by} first, or give --labels)"
         raise WsssError(f"{label_dir / missing[0]}.png: labels missing for {len(missing)} of "
                         f"{len(ids)} images{hint}")
     if cfg.labels is not None:
@@ -140,25 +157,15 @@ def run(cfg: TrainSegConfig) -> Path:
         cfg.runtime.seed_everything()
         backbone = cfg.initial_backbone(**BACKBONE_OPTIONS.get(cfg.backbone, {}))
         model = SegNet(backbone, data.num_classes, cfg.head, cfg.refine)
-        # DeepLab's augmentation has no colour jitter (docs/results.md#train-seg)
-        aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,
-                            color_jitter=0.0)
-        dataset = SegmentationSet(data, ids, label_dir, aug, cfg.runtime.seed, cfg.ignore_band,
-                                  cfg.ignore_band_color)
-        job.logger.info("%d images of split %s, labels %s, backbone %s (%s), head %s", len(ids),
-                        cfg.split, label_dir, cfg.backbone, cfg.pretrained, cfg.head)
-
-        def step(net, batch, ctx):
-            images, labels = batch
-            logits = F.interpolate(net(images).float(), labels.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-            return F.cross_entropy(logits, labels, ignore_index=255)
-
+        dataset = loss.dataset(cfg, data, ids, label_dir)
+        job.logger.info("%d images of split %s, labels %s, loss %s, backbone %s (%s), head %s",
+                        len(ids), cfg.split, label_dir, cfg.loss, cfg.backbone, cfg.pretrained,
+                        cfg.head)
         loop = cfg.loop()
         meta = {"kind": SEGMENTATION, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "head": cfg.head, "refine": cfg.refine, "classes": list(data.classes)}
         final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
-                    dataset, step, loop, job.model_dir, cfg.runtime, meta, job.logger,
+                    dataset, loss.step, loop, job.model_dir, cfg.runtime, meta, job.logger,
                     validation_hook(cfg, data, job.logger))
         job.record.update(images=len(ids))
     return final
