@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv (once, again when pyproject.toml changes) and install wsss into it.
+# Both create .venv (once, again when pyproject.toml changes) and install wsss into it;
+# `make test` adds the optional C++ CRF (pydensecrf) that the tests compare against.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,16 +12,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# the tests also check the torch CRF against pydensecrf, which needs a C++ compiler
+$(VENV)/.pydensecrf: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,pydensecrf]'
+	touch $@
+
 demo: $(VENV)/.installed  ## install, then run the toy pipeline end to end on the CPU
 	$(BIN)/wsss demo --workdir wsss-demo
 
-test: $(VENV)/.installed  ## install, then run the test suite (slow end-to-end runs excluded)
+test: $(VENV)/.pydensecrf  ## install (with pydensecrf), then run the test suite (slow end-to-end runs excluded)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed  ## the edit loop: ops, golden vectors, store, data (a minute or two)
 	$(BIN)/python -m pytest -q -m 'not slow and not integration'
 
-test-all: $(VENV)/.installed  ## every test, slow ones included
+test-all: $(VENV)/.pydensecrf  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m ''
 
 lint: $(VENV)/.installed

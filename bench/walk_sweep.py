@@ -85,14 +85,14 @@ def main() -> None:
         classes, cams = read_cams(args.workdir / "cams" / f"{image_id}.npz")
         for t in CAM_THRESHOLDS:
             add(("CAM", f"threshold {t:.2f}", "-", "-", "none"),
-                scores_to_label(image, constant_background(cams, t), classes, False, 10), gt)
+                scores_to_label(image, constant_background(cams, t), classes, None), gt)
         for scale, logt in itertools.product(args.scales, args.logts):
             settings = WalkSettings(background="psa", alpha=0, bg_threshold=0, beta=8.0, radius=5,
                                     logt=int(logt), scale=scale)
             walked = walk_maps(model, image, starts(cams, args.alphas), settings, device)
             for name, scores in candidates(walked, len(classes), args).items():
                 add(("walk", name, f"{scale:g}", f"{logt:g}", "none"),
-                    scores_to_label(image, scores, classes, False, 10), gt)
+                    scores_to_label(image, scores, classes, None), gt)
                 for p in args.powers:
                     add(("walk", name, f"{scale:g}", f"{logt:g}", f"power {p:g}"),
                         scores_to_label(image, scores, classes, True, 10, p), gt)

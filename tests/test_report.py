@@ -116,7 +116,8 @@ def test_report_has_miou_classes_and_pictures(tmp_path, toy_data):
 def test_seeds_get_a_column_once_make_seeds_has_run(tmp_path, toy_data):
     workdir = make_workdir(tmp_path / "w", toy_data)
     for image_id in VocDataset(toy_data).ids("train")[:4]:
-        write_palette_png(workdir / "seeds" / f"{image_id}.png", read_mask(workdir / "pseudo" / f"{image_id}.png"))
+        pseudo = read_mask(workdir / "pseudo" / f"{image_id}.png")
+        write_palette_png(workdir / "seeds" / f"{image_id}.png", pseudo)
     page = run(ReportConfig(workdir=workdir, samples=4, worst=0)).read_text()
     assert count_images(page) == 4 * 6
     assert page.count('alt="seeds: square"') == 4

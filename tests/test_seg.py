@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ from wsss_cli.data.loaders import SegmentationSet, ignore_background_near_object
 from wsss_cli.data.overlay import legend_strip
 from wsss_cli.data.toy import TOY_CLASSES, make_toy_dataset
 from wsss_cli.errors import WsssError
-from wsss_cli.inference import class_probs
+from wsss_cli.inference import Crf, class_probs
 from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.kinds import load_model
 from wsss_cli.models.segmentation import SegNet
@@ -113,6 +114,26 @@ def test_predict_multiscale_crf_and_shards_equal_one_run(trained, toy, tmp_path)
         assert (trained / "pred/whole" / name).read_bytes() == (trained / "pred/sharded" / name).read_bytes()
     state = json.loads((trained / "state.json").read_text())["predict:pred/sharded"]
     assert state["status"] == "done" and state["count"] == 6
+
+
+def test_predict_crf_backends_write_the_same_labels(trained, toy):
+    common = dict(workdir=trained, data=toy, split="val", crf=True, crf_iters=5, workers=0,
+                  runtime=QUIET)
+    for backend in ("pydensecrf", "torch"):
+        predict.run(predict.PredictConfig(**common, crf_backend=backend, out=f"pred/{backend}"))
+    names = sorted(p.name for p in (trained / "pred/torch").glob("*.png"))
+    assert len(names) == 6
+    for name in names:
+        assert np.array_equal(read_mask(trained / "pred/torch" / name),
+                              read_mask(trained / "pred/pydensecrf" / name))
+
+
+def test_crf_settings_resolve_auto_by_device():
+    cfg = predict.PredictConfig(workdir=Path("w"), data=Path("d"), runtime=QUIET)
+    assert Crf.of(cfg) == Crf(iters=10, backend="auto", device="cpu")  # ops.dense_crf decides
+    assert Crf.of(replace(cfg, crf_backend="torch", crf_iters=3)) == Crf(3, "torch", "cpu")
+    assert Crf.of(replace(cfg, crf_backend="torch")).jobs(4) == 4
+    assert Crf(10, "torch", "cuda:0").jobs(4) == 1  # on the GPU: in the stage's process
 
 
 def test_class_probs_average_scales_and_flips_to_a_distribution(trained, toy):

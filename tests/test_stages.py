@@ -185,7 +185,7 @@ def test_write_labels_gives_torch_its_threads_back(tmp_path):
         scores[1, :, 4:] = 1.0  # channel 1 = class 3 on the right half
         tasks = [(tmp_path / f"{i}.png", np.zeros((8, 8, 3), np.uint8), scores, np.array([3]))
                  for i in range(3)]
-        write_labels(iter(tasks), crf=False, crf_iters=1, jobs=2, progress=lambda it: it)
+        write_labels(iter(tasks), crf=None, jobs=2, progress=lambda it: it)
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(original)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wsss_cli import ops, walk
-from wsss_cli.inference import scores_to_label
+from wsss_cli.inference import Crf, scores_to_label
 from wsss_cli.models.affinity_net import AffinityNet
 from wsss_cli.models.backbones import build_backbone
 
@@ -78,9 +78,9 @@ def test_crf_power_raises_the_scores_before_the_crf():
     image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
     scores = rng.random((3, 24, 32)).astype(np.float32)
     classes = np.array([4, 7])
-    sharp = scores_to_label(image, scores, classes, crf=True, crf_iters=5, crf_power=4.0)
+    sharp = scores_to_label(image, scores, classes, Crf(iters=5), crf_power=4.0)
     probs = scores**4 / (scores**4).sum(axis=0, keepdims=True)
     want = np.array([0, 4, 7])[ops.dense_crf(image, probs.astype(np.float32), iters=5).argmax(0)]
     np.testing.assert_array_equal(sharp, want)
-    plain = scores_to_label(image, scores, classes, crf=True, crf_iters=5)
+    plain = scores_to_label(image, scores, classes, Crf(iters=5))
     assert (plain != sharp).any()  # the power changes what the CRF makes of these scores

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +61,47 @@ def multiscale_sum(
     return total
 
 
-def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: bool,
-                    crf_iters: int, crf_power: float = 1.0) -> np.ndarray:
+@dataclass(frozen=True)
+class Crf:
+    """A stage's dense CRF (``ops.dense_crf``): ``iters`` mean-field steps with ``backend``
+    (auto, pydensecrf or torch) on ``device``."""
+
+    iters: int = 10
+    backend: str = "auto"
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, cfg: Any) -> Crf:
+        """From a stage config's ``crf_iters``, ``crf_backend`` and ``runtime``: auto is the
+        torch backend on the GPU when the run has one, else ``ops.dense_crf``'s auto
+        (pydensecrf where it is installed, torch otherwise)."""
+        device = cfg.runtime.torch_device()
+        if cfg.crf_backend == "pydensecrf" or (cfg.crf_backend == "auto" and device.type != "cuda"):
+            return cls(cfg.crf_iters, cfg.crf_backend)
+        return cls(cfg.crf_iters, "torch", str(device))
+
+    def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """The posterior ``[K, H, W]`` of ``probs`` ``[K, H, W]`` over RGB uint8 ``image``."""
+        return ops.dense_crf(image, probs, iters=self.iters, backend=self.backend, device=self.device)
+
+    def jobs(self, jobs: int) -> int:
+        """How many processes may run it: ``jobs``, or this one alone on the GPU."""
+        return jobs if self.device == "cpu" else 1
+
+
+def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: Crf | None,
+                    crf_power: float = 1.0) -> np.ndarray:
     """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]``.
 
     Channel 0 is background, channel ``k`` is class ``classes[k - 1]``; with ``crf`` the
-    scores raised to ``crf_power`` are normalised to a distribution and refined by a dense
-    CRF first.
+    scores raised to ``crf_power`` are normalised to a distribution and refined by that
+    dense CRF first.
     """
-    if crf and len(classes):
+    if crf is not None and len(classes):
         if crf_power != 1:
             scores = np.power(np.maximum(scores, 0), crf_power)
         probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
-        scores = ops.dense_crf(image, probs.astype(np.float32), iters=crf_iters)
+        scores = crf(image, probs.astype(np.float32))
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
     return channel_class[scores.argmax(axis=0)]
 
@@ -83,30 +112,32 @@ LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 crf: bool, crf_iters: int, crf_power: float, extra: LabelExtra | None) -> None:
-    label = scores_to_label(image, scores, classes, crf, crf_iters, crf_power)
+                 crf: Crf | None, crf_power: float, extra: LabelExtra | None) -> None:
+    label = scores_to_label(image, scores, classes, crf, crf_power)
     if extra is not None:  # first: the PNG marks the image done, for resuming
         extra(path, image, label)
     write_palette_png(path, label)
 
 
-def write_labels(tasks: Iterable[LabelTask], crf: bool, crf_iters: int, jobs: int,
+def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
                  progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None,
                  crf_power: float = 1.0) -> None:
-    """Write one palette PNG per task; CRF and PNG encoding run on ``jobs`` processes while
-    the caller's generator computes the next scores (on the GPU or torch's threads).
+    """Write one palette PNG per task; CRF (None: none) and PNG encoding run on ``jobs``
+    processes (one with the CRF on the GPU) while the caller's generator computes the next
+    scores (on the GPU or torch's threads).
 
     ``extra`` (picklable: a module-level function or a dataclass instance) is called in
     the same process with the PNG's path, the image and its label before the PNG is
     written, so that an image whose PNG exists has its extra output too.
     """
     threads = torch.get_num_threads()
+    jobs = crf.jobs(jobs) if crf is not None else jobs
     if jobs > 1:
         # the CRF processes take cores; torch threads spinning beside them slow down badly
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-            work = (delayed(_write_label)(*task, crf, crf_iters, crf_power, extra) for task in tasks)
+            work = (delayed(_write_label)(*task, crf, crf_power, extra) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

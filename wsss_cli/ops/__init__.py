@@ -5,7 +5,7 @@ test vectors recorded from the papers' reference code (``tests/test_ops_*.py``).
 """
 
 from wsss_cli.ops.affinity import affinity_labels, affinity_offsets
-from wsss_cli.ops.crf import dense_crf
+from wsss_cli.ops.crf import CRF_BACKENDS, dense_crf, dense_crf_torch
 from wsss_cli.ops.erasing import (
     erase_by_maps,
     hide_patches,
@@ -28,10 +28,12 @@ from wsss_cli.ops.spn import normalize_gates, spn_gate_targets, spn_propagate
 from wsss_cli.ops.stochastic_gate import stochastic_gate
 
 __all__ = [
+    "CRF_BACKENDS",
     "affinity_labels",
     "affinity_offsets",
     "confusion_matrix",
     "dense_crf",
+    "dense_crf_torch",
     "erase_by_maps",
     "gradcam",
     "hide_patches",

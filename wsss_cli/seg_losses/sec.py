@@ -49,10 +49,13 @@ def seed_cues(seeds: Tensor, channels: int, size: tuple[int, int]) -> Tensor:
 
 def crf_probs(images: Tensor, probs: Tensor) -> Tensor:
     """The dense CRF of each normalised image ``[B, 3, S, S]``, downscaled to the grid of
-    ``probs`` ``[B, K, h, w]``, over those probabilities; no gradient."""
+    ``probs`` ``[B, K, h, w]``, over those probabilities; no gradient. On the GPU the torch
+    backend runs there; on the CPU ``ops.dense_crf``'s auto backend."""
     small = F.interpolate(images.detach().float(), probs.shape[-2:], mode="bilinear",
                           align_corners=False)
-    out = [ops.dense_crf(denormalize(image.cpu().numpy()), p.cpu().numpy().astype(np.float32), **CRF)
+    backend = "torch" if probs.is_cuda else "auto"
+    out = [ops.dense_crf(denormalize(image.cpu().numpy()), p.cpu().numpy().astype(np.float32),
+                         backend=backend, device=probs.device, **CRF)
            for image, p in zip(small, probs.detach().float(), strict=True)]
     return renormalized(torch.from_numpy(np.stack(out)).to(probs.device).clamp(min=0))
 

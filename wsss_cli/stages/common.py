@@ -73,6 +73,13 @@ def overwrite_option() -> Any:
     return unhashed(False, "Replace outputs made earlier with other settings.", is_flag=True)
 
 
+def crf_backend_option() -> Any:
+    return unhashed("auto", "Dense CRF implementation: pydensecrf (C++, CPU; pip install "
+                            "wsss[pydensecrf]) or torch (CPU or CUDA, the same results to "
+                            "1e-5). auto = torch on a GPU, pydensecrf on the CPU when it is "
+                            "installed, torch otherwise.", choices=ops.CRF_BACKENDS)
+
+
 def crf_iters_option() -> Any:
     return option(default_of(ops.dense_crf, "iters"), "Mean-field iterations of the dense CRF.",
                   min=1)
@@ -138,6 +145,7 @@ class GroundTruthConfig:
     workdir: Path = workdir_option()
     split: str = split_option()
     crf_iters: int = crf_iters_option()
+    crf_backend: str = crf_backend_option()
     jobs: int = jobs_option()
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 

@@ -29,7 +29,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import format_table, iou_summary
-from wsss_cli.inference import scores_to_label
+from wsss_cli.inference import Crf, scores_to_label
 from wsss_cli.models.affinity_net import pair_affinities
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import option
@@ -175,8 +175,9 @@ def _chain(data: VocDataset, ids: list[str], layout: Layout, start: dict[str, An
     cams, walk, pseudo = layout.cams(cfg.cams), layout.labels(cfg.walk), layout.labels(cfg.pseudo)
     if cams.missing(ids):
         return None
-    jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-        delayed(_chain_confusions)(data, i, cams, walk, pseudo, start, cfg.crf_iters) for i in ids)
+    crf = Crf.of(cfg)
+    jobs = Parallel(n_jobs=crf.jobs(cfg.jobs), return_as="generator_unordered")(
+        delayed(_chain_confusions)(data, i, cams, walk, pseudo, start, crf) for i in ids)
     total: dict[str, np.ndarray] = {}
     for confusions in cfg.runtime.progress(jobs, "diagnose: CAM, walk, CRF", total=len(ids)):
         for name, confusion in confusions.items():
@@ -185,13 +186,12 @@ def _chain(data: VocDataset, ids: list[str], layout: Layout, start: dict[str, An
 
 
 def _chain_confusions(data: VocDataset, image_id: str, cams: Any, walk: Any, pseudo: Any,
-                      start: dict[str, Any], crf_iters: int) -> dict[str, np.ndarray]:
+                      start: dict[str, Any], crf: Crf) -> dict[str, np.ndarray]:
     classes, scores = read_cams(cams.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)
     scores = walk_start(scores, start["background"], start["alpha"], start["bg_threshold"])
-    labels = {"CAM": scores_to_label(image, scores, classes, crf=False, crf_iters=crf_iters),
-              "CAM + CRF": scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters,
-                                           crf_power=start["crf_power"])}
+    labels = {"CAM": scores_to_label(image, scores, classes, None),
+              "CAM + CRF": scores_to_label(image, scores, classes, crf, start["crf_power"])}
     for name, labelled in (("walk", walk), ("walk + CRF", pseudo)):
         if labelled.path(image_id).exists():
             labels[name] = read_mask(labelled.path(image_id))

@@ -20,7 +20,7 @@ from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import ThresholdSweep, foreground_quality, format_table, iou_summary
-from wsss_cli.inference import scores_to_label
+from wsss_cli.inference import Crf, scores_to_label
 from wsss_cli.options import option
 from wsss_cli.stages.common import GroundTruthConfig, crf_power_option, set_option
 from wsss_cli.workdir import ArtifactSet, Layout, read_cams, write_json
@@ -36,13 +36,12 @@ class EvalCamsConfig(GroundTruthConfig):
 
 
 def _crf_confusion(data: VocDataset, cam_set: ArtifactSet, image_id: str, threshold: float,
-                   crf_iters: int, crf_power: float) -> np.ndarray:
+                   crf: Crf, crf_power: float) -> np.ndarray:
     """Confusion matrix of argmax CRF([t, CAMs]^crf_power normalised per pixel) for one image."""
     classes, cams = read_cams(cam_set.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)
     scores = np.concatenate([np.full((1, *gt.shape), threshold, np.float32), cams])
-    pred = scores_to_label(image, scores, classes, crf=True, crf_iters=crf_iters,
-                           crf_power=crf_power)
+    pred = scores_to_label(image, scores, classes, crf, crf_power)
     return ops.confusion_matrix(pred, gt, data.num_classes)
 
 
@@ -92,9 +91,10 @@ def evaluate(cfg: EvalCamsConfig) -> dict:
         "sweep": {f"{t:.2f}": m for t, m in zip(THRESHOLDS, mious, strict=True)},
     }
     if cfg.crf:
-        jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_crf_confusion)(data, cam_set, i, THRESHOLDS[best], cfg.crf_iters,
-                                    cfg.crf_power) for i in ids)
+        crf = Crf.of(cfg)
+        jobs = Parallel(n_jobs=crf.jobs(cfg.jobs), return_as="generator_unordered")(
+            delayed(_crf_confusion)(data, cam_set, i, THRESHOLDS[best], crf, cfg.crf_power)
+            for i in ids)
         confusion = sum(cfg.runtime.progress(jobs, "eval-cams crf", total=len(ids)))
         result["crf"] = iou_summary(confusion, data.classes)
     write_json(layout.eval(f"{cfg.cams}_{cfg.split}"), result)

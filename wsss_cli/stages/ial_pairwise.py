@@ -29,7 +29,7 @@ from wsss_cli.data.augment import AugmentConfig, normalize
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.data.loaders import RegionSet
-from wsss_cli.inference import LabelTask, prepare_inference, write_labels
+from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import PAIRWISE, SEGMENTATION, load_model
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.options import option
@@ -37,6 +37,7 @@ from wsss_cli.stages.common import (
     NetworkPassConfig,
     TrainingConfig,
     backbone_option,
+    crf_backend_option,
     crf_iters_option,
     crf_power_option,
     fill_from_preset,
@@ -131,6 +132,7 @@ class RefineConfig(NetworkPassConfig):
     round: int = option(1, "IAL round.", min=1)
     crf: bool = option(True, "Dense CRF on the refined distribution.")
     crf_iters: int = crf_iters_option()
+    crf_backend: str = crf_backend_option()
     crf_power: float = crf_power_option()
     jobs: int = jobs_option()
 
@@ -190,6 +192,6 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
                 task: LabelTask = (out.path(image_id), image, scores, np.array(classes))
                 yield task
 
-        write_labels(scored(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress,
+        write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      ConfidentPart(layout.labels(this.regions), supervision), cfg.crf_power)
     return out

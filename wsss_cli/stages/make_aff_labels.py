@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
 from wsss_cli.data.saliency import (
@@ -25,10 +24,11 @@ from wsss_cli.data.saliency import (
     saliency_option,
     saliency_threshold_option,
 )
-from wsss_cli.inference import with_background
+from wsss_cli.inference import Crf, with_background
 from wsss_cli.options import option
 from wsss_cli.stages.common import (
     PerImageConfig,
+    crf_backend_option,
     crf_iters_option,
     fill_unset,
     jobs_option,
@@ -55,23 +55,24 @@ class MakeAffLabelsConfig(PerImageConfig):
                                            "instead of the weak-background CRF (OAA, DSRG)")
     saliency_threshold: float = saliency_threshold_option(SALIENCY_THRESHOLD)
     crf_iters: int = crf_iters_option()
+    crf_backend: str = crf_backend_option()
     jobs: int = jobs_option()
     cams: str = set_option(Layout.CAMS, "CAM set to read")
     out: str = set_option(Layout.AFF_LABELS, "Affinity-label set to write")
 
 
-def crf_labels(image: np.ndarray, scores: np.ndarray, iters: int) -> np.ndarray:
+def crf_labels(image: np.ndarray, scores: np.ndarray, crf: Crf) -> np.ndarray:
     """argmax of the CRF posterior of ``scores`` ``[K, H, W]`` -> channel index ``[H, W]``.
 
     The scores go in unnormalised, as PSA's ``_crf_with_alpha`` does (the unary is
     ``-log`` of the clipped score).
     """
-    return ops.dense_crf(image, scores, iters=iters).argmax(axis=0)
+    return crf(image, scores).argmax(axis=0)
 
 
 def affinity_label_map(
     image: np.ndarray, cams: np.ndarray, classes: np.ndarray, alpha_low: float,
-    alpha_high: float, crf_iters: int, background: np.ndarray | None = None,
+    alpha_high: float, crf: Crf, background: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 ``[H, W]``: 0 confident background, c confident class c, 255 unsure.
 
@@ -82,9 +83,9 @@ def affinity_label_map(
         return np.zeros(image.shape[:2], np.uint8)
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
     low = with_background(cams, alpha_low)
-    label_low = crf_labels(image, low, crf_iters)
+    label_low = crf_labels(image, low, crf)
     if background is None:
-        background = crf_labels(image, with_background(cams, alpha_high), crf_iters) == 0
+        background = crf_labels(image, with_background(cams, alpha_high), crf) == 0
     label = np.where(label_low > 0, channel_class[label_low], 255).astype(np.uint8)
     label[background] = 0
     label[low.max(axis=0) < 1e-5] = 255  # no score at all: nothing to trust
@@ -92,12 +93,12 @@ def affinity_label_map(
 
 
 def _one_image(data: VocDataset, cams: ArtifactSet, labels: ArtifactSet, image_id: str,
-               cfg: MakeAffLabelsConfig, saliency: Saliency | None) -> None:
+               cfg: MakeAffLabelsConfig, crf: Crf, saliency: Saliency | None) -> None:
     classes, scores = read_cams(cams.path(image_id))
     image = data.read_image(image_id)
     background = None if saliency is None else saliency(image_id, image) < cfg.saliency_threshold
     label = affinity_label_map(image, scores, classes, cfg.alpha_low, cfg.alpha_high,
-                               cfg.crf_iters, background)
+                               crf, background)
     write_palette_png(labels.path(image_id), label)
 
 
@@ -112,8 +113,9 @@ def run(cfg: MakeAffLabelsConfig) -> Path:
     inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
     with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, ids, labels,
                        inputs) as job:
-        jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_one_image)(data, cams, labels, i, cfg, saliency) for i in job.todo)
+        crf = Crf.of(cfg)
+        jobs = Parallel(n_jobs=crf.jobs(cfg.jobs), return_as="generator_unordered")(
+            delayed(_one_image)(data, cams, labels, i, cfg, crf, saliency) for i in job.todo)
         for _ in job.progress(jobs):
             pass
     return labels.folder

@@ -27,11 +27,12 @@ from wsss_cli.data.io import read_mask
 from wsss_cli.data.overlay import OVERLAY_FOLDER, OverlayWriter, class_name
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import format_table
-from wsss_cli.inference import LabelTask, class_probs, prepare_inference, write_labels
+from wsss_cli.inference import Crf, LabelTask, class_probs, prepare_inference, write_labels
 from wsss_cli.models.kinds import SEGMENTATION, SINGLE_STAGE, load_model
 from wsss_cli.options import option
 from wsss_cli.stages.common import (
     NetworkPassConfig,
+    crf_backend_option,
     crf_iters_option,
     data_option,
     jobs_option,
@@ -59,6 +60,7 @@ class PredictConfig(NetworkPassConfig):
     flip: bool = option(True, "Add the mirrored image at every scale.")
     crf: bool = option(True, "Dense CRF on the predicted probabilities, as DeepLab's inference ends.")
     crf_iters: int = crf_iters_option()
+    crf_backend: str = crf_backend_option()
     out: str | None = option(None, "Output folder under WORKDIR.", metavar="NAME",
                              default_text="pred/<split or images folder name>")
     jobs: int = jobs_option()
@@ -159,7 +161,7 @@ def run(cfg: PredictConfig) -> Path:
                 probs = class_probs(model, image, cfg.scales, cfg.flip, device, amp)
                 yield predictions.path(image_id), image, probs, np.arange(1, len(probs))
 
-        write_labels(predicted(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress,
+        write_labels(predicted(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      OverlayWriter(names) if overlay else None)
     _write_summary(predictions, ids, names, cfg.runtime.quiet)
     return predictions.folder

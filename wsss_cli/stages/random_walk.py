@@ -17,11 +17,12 @@ from typing import ClassVar
 
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
-from wsss_cli.inference import LabelTask, prepare_inference, write_labels
+from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
 from wsss_cli.stages.common import (
     NetworkPassConfig,
+    crf_backend_option,
     crf_iters_option,
     crf_power_option,
     fill_from_preset,
@@ -65,6 +66,7 @@ class RandomWalkConfig(NetworkPassConfig):
                                                    "4) bringing it nearest 512 px, 4 at 128 px")
     crf: bool = option(True, "Dense CRF on the walked scores.")
     crf_iters: int = crf_iters_option()
+    crf_backend: str = crf_backend_option()
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
     out: str = option(Layout.PSEUDO, "Pseudo-label set to write (a folder name under WORKDIR).",
                       metavar="NAME")
@@ -96,7 +98,7 @@ def run(cfg: RandomWalkConfig) -> Path:
                 scores = walk_scores(model, image, scores, settings, device, amp)
                 yield labels.path(image_id), image, scores, classes
 
-        write_labels(walked(), cfg.crf, cfg.crf_iters, cfg.jobs, job.progress,
+        write_labels(walked(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      crf_power=cfg.crf_power)
     return labels.folder
 

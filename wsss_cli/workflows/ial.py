@@ -102,6 +102,7 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
                                            lr=ial.pairwise_lr,
                                            smoothness_weight=ial.smoothness_weight))
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
+                            crf_backend=seeds.crf_backend,
                             crf_power=ial.crf_power, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
