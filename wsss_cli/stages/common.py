@@ -56,8 +56,8 @@ def workers_option() -> Any:
     return unhashed(2, "DataLoader worker processes.", min=0)
 
 
-def jobs_option() -> Any:
-    return unhashed(1, "CPU processes for the dense CRF.", min=1)
+def jobs_option(what: str = "the dense CRF") -> Any:
+    return unhashed(1, f"CPU processes for {what}.", min=1)
 
 
 def amp_option() -> Any:

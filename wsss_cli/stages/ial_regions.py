@@ -97,7 +97,7 @@ def unary_distribution(unary: torch.nn.Module, image: np.ndarray, classes: list[
 @dataclass(frozen=True, kw_only=True)
 class SuperpixelsConfig(PerImageConfig):
     superpixel_area: int = option(64, "Mean superpixel area in pixels (SLIC).", min=4)
-    jobs: int = jobs_option()
+    jobs: int = jobs_option("SLIC")
 
 
 def _superpixels_of(data: VocDataset, out: ArtifactSet, image_id: str, area: int) -> None:

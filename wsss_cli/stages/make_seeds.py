@@ -44,7 +44,7 @@ class MakeSeedsConfig(PerImageConfig):
                                       "below this.", min=0, max=1)
     saliency: str | None = saliency_option("--bg-source saliency's maps")
     saliency_threshold: float = saliency_threshold_option(SALIENCY_THRESHOLD)
-    jobs: int = jobs_option()
+    jobs: int = jobs_option("the seed maps")
     cams: str = set_option(Layout.CAMS, "CAM set to read")
     out: str = set_option(Layout.SEEDS, "Seed set to write")
 
