@@ -8,6 +8,12 @@ Every (grid, method) case runs in a fresh subprocess so that its peak memory is 
 on CPU the peak resident set size above the level after imports and input creation, on CUDA
 ``torch.cuda.max_memory_allocated`` above the memory allocated before the call.
 
+Each case also reports the walk's rate in multiply-adds per second, counting
+``2**logt * N * neighbours * K`` (neighbours: the disk's offsets, self included: 69 for
+r = 5), beside the rate of a 1024 x 1024 float32 matmul timed in the same process (same
+device and threads), and the ratio of the two: how far the walk is from the machine's
+matmul speed.
+
     python bench/random_walk.py [--json PATH] [--device cpu|cuda] [--repeats N]
 """
 
@@ -35,6 +41,8 @@ C_FEATURES = 448
 BETA = 8
 LOGT = 8
 RADIUS = 5
+# the matmul whose rate the walk is compared with: MATMUL_SIZE^2 x MATMUL_SIZE multiply-adds
+MATMUL_SIZE = 1024
 # (h, w, run the dense reference too)
 GRIDS = [(32, 32, True), (64, 64, True), (125, 94, False)]
 # OpenMP settings change CPU timings a lot on a loaded machine; recorded with the results
@@ -111,8 +119,33 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def walk_macs(n: int) -> int:
+    """Multiply-adds of the walk on ``n`` pixels as counted here: steps x pixels x disk x K."""
+    return 2**LOGT * n * (2 * len(affinity_offsets(RADIUS)) + 1) * K_CLASSES
+
+
+def matmul_rate(device: str, repeats: int) -> float:
+    """Multiply-adds per second of a MATMUL_SIZE^2 float32 matmul, best of ``repeats`` runs."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen).to(device) for _ in range(2))
+    cuda = device.startswith("cuda")
+    times = []
+    for _ in range(repeats + 1):  # the first run is a warm-up
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return MATMUL_SIZE**3 / min(times[1:])
+
+
 def worker(h: int, w: int, method: str, device: str, repeats: int, out_path: str) -> dict:
-    """Time and measure one case in this (fresh) process; saves the output to ``out_path``."""
+    """Time and measure one case in this (fresh) process; saves the output to ``out_path``.
+
+    The matmul is timed after the case, so that its memory is not in the case's peak.
+    """
     scores, features = make_inputs(h, w, device)
     if method == "sparse":
 
@@ -146,7 +179,9 @@ def worker(h: int, w: int, method: str, device: str, repeats: int, out_path: str
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - base
     np.save(out_path, out.cpu().numpy())
-    return {"seconds": min(times), "peak_mb": max(peak, 0) / 2**20}
+    # more runs than the walk's: one matmul is short and a loaded machine's noise large
+    mm_rate = matmul_rate(device, max(repeats, 10))
+    return {"seconds": min(times), "peak_mb": max(peak, 0) / 2**20, "matmul_mac_per_s": mm_rate}
 
 
 def run_case(h: int, w: int, method: str, args: argparse.Namespace, tmp: str) -> dict:
@@ -160,6 +195,16 @@ def run_case(h: int, w: int, method: str, args: argparse.Namespace, tmp: str) ->
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["out"] = np.load(out_path)
     return result
+
+
+def _rates(seconds: float, n: int, matmul_mac_per_s: float) -> dict:
+    """The walk's multiply-adds per second, the matmul's, and how many times faster the matmul is."""
+    walk = walk_macs(n) / seconds
+    return {
+        "walk_mac_per_s": walk,
+        "matmul_mac_per_s": matmul_mac_per_s,
+        "matmul_over_walk": matmul_mac_per_s / walk,
+    }
 
 
 def main() -> None:
@@ -193,22 +238,25 @@ def main() -> None:
                     case
                     | {"method": "dense", "seconds": dense["seconds"], "peak_mb": dense["peak_mb"]}
                     | {"max_abs_diff": None, "speedup": 1.0}
+                    | _rates(dense["seconds"], h * w, dense["matmul_mac_per_s"])
                 )
             rows.append(
                 case
                 | {"method": "sparse", "seconds": sparse["seconds"], "peak_mb": sparse["peak_mb"]}
                 | {"max_abs_diff": diff, "speedup": speedup}
+                | _rates(sparse["seconds"], h * w, sparse["matmul_mac_per_s"])
             )
 
     header = f"{'grid':>8} {'N':>6} {'method':>7} {'seconds':>9} {'peak MB':>8} "
-    header += f"{'max |diff|':>11} {'speedup':>8}"
+    header += f"{'max |diff|':>11} {'speedup':>8} {'GMAC/s':>7} {'mm GMAC/s':>9} {'mm/walk':>7}"
     print(header)
     for r in rows:
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         speed = "-" if r["speedup"] is None else f"{r['speedup']:.1f}x"
         print(
             f"{r['grid']:>8} {r['N']:>6} {r['method']:>7} {r['seconds']:>9.3f} "
-            f"{r['peak_mb']:>8.1f} {diff:>11} {speed:>8}"
+            f"{r['peak_mb']:>8.1f} {diff:>11} {speed:>8} {r['walk_mac_per_s'] / 1e9:>7.2f} "
+            f"{r['matmul_mac_per_s'] / 1e9:>9.2f} {r['matmul_over_walk']:>6.1f}x"
         )
 
     meta = {
@@ -221,6 +269,7 @@ def main() -> None:
         "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "load_average": os.getloadavg(),
         "params": {"K": K_CLASSES, "C": C_FEATURES, "beta": BETA, "logt": LOGT, "radius": RADIUS},
+        "matmul_size": MATMUL_SIZE,
     }
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()

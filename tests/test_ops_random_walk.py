@@ -43,16 +43,35 @@ def _inputs(k, c, h, w, seed=0, dtype=torch.float64):
     return scores, features
 
 
+# float32 runs the CPU's vectorised gather kernel, float64 the generic one
+_TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-4, "atol": 1e-5}}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize(
     ("h", "w", "radius", "beta", "logt"),
-    [(7, 11, 3, 8, 4), (9, 5, 4, 2.5, 3), (3, 2, 5, 8, 2), (1, 6, 2, 1, 5)],
+    [(7, 11, 3, 8, 4), (9, 5, 4, 2.5, 3), (3, 2, 5, 8, 2), (1, 6, 2, 1, 5), (12, 10, 5, 8, 6)],
 )
-def test_matches_dense_reference(h, w, radius, beta, logt):
-    scores, features = _inputs(3, 4, h, w)
+def test_matches_dense_reference(h, w, radius, beta, logt, dtype):
+    scores, features = _inputs(3, 4, h, w, dtype=dtype)
     want, _ = _dense_walk(scores, features, radius, beta, logt)
     got = ops.random_walk(scores, features, radius, beta, logt)
-    assert got.dtype == torch.float64
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert got.dtype == dtype and got.shape == scores.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want.to(dtype), **_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize(("h", "w", "radius"), [(6, 7, 3), (2, 3, 5)])
+def test_batch_walks_each_image_on_its_own_graph(h, w, radius, dtype):
+    # K = 9 is not a multiple of the row padding; the images' features differ
+    b, k, c = 3, 9, 4
+    scores, features = _inputs(b * k, b * c, h, w, seed=3, dtype=dtype)
+    scores, features = scores.reshape(b, k, h, w), features.reshape(b, c, h, w)
+    got = ops.random_walk(scores, features, radius, 8, 4)
+    assert got.dtype == dtype and got.shape == (b, k, h, w)
+    for i in range(b):
+        want, _ = _dense_walk(scores[i], features[i], radius, 8, 4)
+        torch.testing.assert_close(got[i], want.to(dtype), **_TOLERANCE[dtype])
 
 
 def test_degree_weighted_mass_is_conserved():
@@ -87,6 +106,13 @@ def test_grid_mismatch_rejected():
         ops.random_walk(torch.rand(2, 4, 5), torch.rand(3, 5, 4))
 
 
+def test_batch_mismatch_rejected():
+    with pytest.raises(ValueError, match="batch"):
+        ops.random_walk(torch.rand(2, 3, 4, 5), torch.rand(3, 2, 4, 5))
+    with pytest.raises(ValueError, match="must be"):
+        ops.random_walk(torch.rand(3, 4, 5), torch.rand(1, 2, 4, 5))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     scores, features = _inputs(3, 16, 20, 23, dtype=torch.float32)
@@ -94,3 +120,7 @@ def test_cuda_matches_cpu():
     got = ops.random_walk(scores.cuda(), features.cuda(), 5, 8, 6)
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
+    batch = ops.random_walk(torch.stack([scores, scores.flip(1)]).cuda(),
+                            torch.stack([features, features.flip(1)]).cuda(), 5, 8, 6)
+    torch.testing.assert_close(batch[0].cpu(), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batch[1].cpu(), want.flip(1), rtol=1e-4, atol=1e-5)
