@@ -38,7 +38,7 @@ def test_environment_names_what_moves_floats_between_machines(monkeypatch):
     assert facts["threads"] == torch.get_num_threads()
     assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert facts["libraries"]["torch"] == torch.__version__
-    assert {"numpy", "opencv-python-headless"} <= set(facts["libraries"])
+    assert {"numpy", "opencv-contrib-python-headless"} <= set(facts["libraries"])
     assert facts["variables"] == {"OMP_NUM_THREADS": "2"} and facts["cpu"]
 
 

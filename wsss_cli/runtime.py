@@ -115,7 +115,8 @@ def environment() -> dict[str, Any]:
     SIMD kernels torch dispatches to, thread counts, library builds (docs/results.md#demo).
     Recorded in ``state.json`` with every stage run."""
     libraries = {}
-    for name in ("torch", "numpy", "opencv-python-headless", "pydensecrf2", "scikit-image"):
+    for name in ("torch", "numpy", "opencv-contrib-python-headless", "opencv-python-headless",
+                 "pydensecrf2", "scikit-image"):
         try:
             libraries[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
