@@ -75,9 +75,9 @@ def overwrite_option() -> Any:
 
 def crf_backend_option() -> Any:
     return unhashed("auto", "Dense CRF implementation: pydensecrf (C++, CPU; pip install "
-                            "wsss[pydensecrf]) or torch (CPU or CUDA, the same results to "
-                            "1e-5). auto = torch on a GPU, pydensecrf on the CPU when it is "
-                            "installed, torch otherwise.", choices=ops.CRF_BACKENDS)
+                            "wsss[pydensecrf]) or torch (CPU or CUDA; the same posteriors up "
+                            "to float rounding). auto = torch on a GPU, pydensecrf on the CPU "
+                            "when it is installed, torch otherwise.", choices=ops.CRF_BACKENDS)
 
 
 def crf_iters_option() -> Any:
