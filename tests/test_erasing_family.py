@@ -26,6 +26,7 @@ from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.classifier import CamNet
 from wsss_cli.models.erasing import ErasingNet
 from wsss_cli.models.mdc import MdcNet
+from wsss_cli.options import settings_of
 from wsss_cli.stages.train_cls import TrainClsConfig, with_batch_augmentation
 from wsss_cli.training import StepContext, load_checkpoint
 from wsss_cli.workdir import Workdir, read_cams
@@ -311,3 +312,11 @@ def test_mdc_rates_must_be_integers(toy, tmp_path):
     result = CliRunner().invoke(main, [*GLOBAL, "train-cls", "--data", str(toy), "--workdir",
                                        str(tmp_path / "w"), "--method", "mdc", "--mdc-rates", "1,2.5"])
     assert result.exit_code == 2 and "ints" in result.output
+
+
+def test_erasing_threshold_default_is_filled_in_and_hashed(tmp_path):
+    cfg = TrainClsConfig(data=tmp_path, workdir=tmp_path, method="erasing", backbone="tiny").resolved()
+    # in the settings, so a run made when the default was 0.5 (hashed without it) is not reused
+    assert cfg.erase_threshold == 0.8 and settings_of(cfg)["erase_threshold"] == 0.8
+    plain = TrainClsConfig(data=tmp_path, workdir=tmp_path, method="cam", backbone="tiny").resolved()
+    assert "erase_threshold" not in settings_of(plain)
