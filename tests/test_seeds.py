@@ -38,6 +38,13 @@ def test_overlapping_cues_go_to_the_smaller_one():
         ops.sec_seeds(cams, np.array([1]), background)
 
 
+def write_saliency(dataset: VocDataset, folder, salient: int) -> None:
+    """A saliency map per train image: ``salient`` on its objects, 0 on the background."""
+    for image_id in dataset.ids("train"):
+        write_palette_png(folder / f"{image_id}.png",
+                          np.where(dataset.read_mask(image_id) == 0, 0, salient).astype(np.uint8))
+
+
 @pytest.fixture(scope="module")
 def with_cams(tmp_path_factory):
     root = tmp_path_factory.mktemp("seeds")
@@ -63,9 +70,7 @@ def test_saliency_folder_gives_the_background(with_cams, tmp_path):
     data, work = with_cams
     dataset = VocDataset(data)
     saliency = tmp_path / "sal"
-    for image_id in dataset.ids("train"):  # saliency = the true objects, so bg = true background
-        write_palette_png(saliency / f"{image_id}.png",
-                          np.where(dataset.read_mask(image_id) == 0, 0, 255).astype(np.uint8))
+    write_saliency(dataset, saliency, 255)  # saliency = the true objects, so bg = true background
     invoke(["make-seeds", "--data", str(data), "--workdir", str(work), "--bg-source", "saliency",
             "--saliency", str(saliency), "--out", "seeds_sal"])
     for image_id in dataset.ids("train"):
@@ -99,9 +104,7 @@ def test_make_aff_labels_takes_its_confident_background_from_saliency(with_cams,
     data, work = with_cams
     dataset = VocDataset(data)
     saliency = tmp_path / "sal"
-    for image_id in dataset.ids("train"):
-        write_palette_png(saliency / f"{image_id}.png",
-                          np.where(dataset.read_mask(image_id) == 0, 0, 200).astype(np.uint8))
+    write_saliency(dataset, saliency, 200)
     invoke(["make-aff-labels", "--data", str(data), "--workdir", str(work), "--crf-iters", "3",
             "--saliency", str(saliency), "--out", "aff_sal"])
     for image_id in dataset.ids("train"):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from joblib import Parallel, delayed
 
 import wsss_cli
 from wsss_cli import ops
@@ -285,6 +286,14 @@ class PerImageRun(StageRun):
     def progress(self, items: Iterable[T]) -> Iterable[T]:
         """A progress bar over the pending images."""
         return self.runtime.progress(items, self.name, total=len(self.todo))
+
+    def run_each(self, work: Callable[[str], Any], jobs: int) -> None:
+        """``work(image_id)`` for every pending image on ``jobs`` processes (``work``
+        picklable: a module-level function or a ``functools.partial`` of one)."""
+        done = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(work)(image_id) for image_id in self.todo)
+        for _ in self.progress(done):
+            pass
 
     def finish(self) -> None:
         """Count the outputs of the whole split; the stage is done when every one exists.

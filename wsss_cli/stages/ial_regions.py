@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from joblib import Parallel, delayed
 from skimage.segmentation import slic
 
 from wsss_cli import ops
@@ -109,10 +109,7 @@ def make_superpixels(cfg: SuperpixelsConfig) -> ArtifactSet:
     data = VocDataset(cfg.data)
     out = Layout(cfg.workdir).superpixels()
     with per_image_run("ial-superpixels", cfg, data, data.ids(cfg.split), out) as job:
-        work = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_superpixels_of)(data, out, i, cfg.superpixel_area) for i in job.todo)
-        for _ in job.progress(work):
-            pass
+        job.run_each(partial(_superpixels_of, data, out, area=cfg.superpixel_area), cfg.jobs)
     return out
 
 

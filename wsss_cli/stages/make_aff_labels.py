@@ -11,10 +11,10 @@ as OAA and DSRG take it), and 255 (unsure, no affinity label) elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import write_palette_png
@@ -114,8 +114,6 @@ def run(cfg: MakeAffLabelsConfig) -> Path:
     with per_image_run(entry_name(STAGE, cfg.out, Layout.AFF_LABELS), cfg, data, ids, labels,
                        inputs) as job:
         crf = Crf.of(cfg)
-        jobs = Parallel(n_jobs=crf.jobs(cfg.jobs), return_as="generator_unordered")(
-            delayed(_one_image)(data, cams, labels, i, cfg, crf, saliency) for i in job.todo)
-        for _ in job.progress(jobs):
-            pass
+        job.run_each(partial(_one_image, data, cams, labels, cfg=cfg, crf=crf, saliency=saliency),
+                     crf.jobs(cfg.jobs))
     return labels.folder

@@ -10,10 +10,10 @@ cues overlap the smaller one wins, as SEC (``ops.sec_seeds``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from wsss_cli import ops
 from wsss_cli.data.dataset import VocDataset
@@ -59,10 +59,7 @@ def run(cfg: MakeSeedsConfig) -> Path:
     inputs = Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS))
     with per_image_run(entry_name(STAGE, cfg.out, Layout.SEEDS), cfg, data, ids, seeds,
                        inputs) as job:
-        jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
-            delayed(_one_image)(data, cams, seeds, i, cfg, saliency) for i in job.todo)
-        for _ in job.progress(jobs):
-            pass
+        job.run_each(partial(_one_image, data, cams, seeds, cfg=cfg, saliency=saliency), cfg.jobs)
     return seeds.folder
 
 
