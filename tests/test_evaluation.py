@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsss_cli import ops
-from wsss_cli.evaluation import ThresholdSweep, format_iou_table, iou_summary
+from wsss_cli.evaluation import ThresholdSweep, format_iou_table, image_otsu_labels, iou_summary
 
 
 def _brute_force(gt, cams, classes, t, k):
@@ -39,3 +39,20 @@ def test_summary_and_table():
     assert abs(summary["miou"] - 100 * (5 / 7 + 3 / 5) / 2) < 1e-3
     table = format_iou_table(summary)
     assert table.splitlines()[-1] == f"mIoU: {summary['miou']:.2f}"
+
+
+def test_image_otsu_labels_thresholds_each_image_on_its_own_values():
+    cams = np.full((2, 4, 6), 0.1, np.float32)
+    cams[0, :, :2] = 0.9  # class 3 on the left
+    cams[1, :, 4:] = 0.6  # class 5 on the right, weaker
+    label, threshold = image_otsu_labels(cams, np.array([3, 5]))
+    assert 0.1 <= threshold < 0.6
+    want = np.zeros((4, 6), np.uint8)
+    want[:, :2], want[:, 4:] = 3, 5
+    np.testing.assert_array_equal(label, want)
+    # the same maps scaled down: a global threshold would lose them, this rule does not
+    np.testing.assert_array_equal(image_otsu_labels(cams * 0.3, np.array([3, 5]))[0], want)
+    flat, flat_threshold = image_otsu_labels(np.full((1, 3, 3), 0.7, np.float32), np.array([2]))
+    assert flat_threshold == 0.5 and (flat == 2).all()
+    empty, none = image_otsu_labels(np.zeros((0, 3, 3), np.float32), np.array([], np.int64))
+    assert none is None and (empty == 0).all()

@@ -197,6 +197,16 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
                 label = read_mask(workdir / IalRound(k).labels / f"{image_id}.png")
                 np.testing.assert_array_equal(supervision, np.where(regions == label, label, 255))
     assert read_id_png(workdir / "ial" / "superpixels" / f"{ids[0]}.png").max() > 0
+    # round 2's unary weighs each class by its share of round 1's labels over its confident part
+    full, sampled = (sum(np.bincount(read_mask(workdir / folder / f"{i}.png").ravel(), minlength=256)
+                         for i in ids)[: dataset.num_classes]
+                     for folder in (IalRound(1).labels, IalRound(1).supervision))
+    ratio = full / np.maximum(sampled, 1)
+    want = np.where(sampled > 0, ratio / ratio[0], 1.0)
+    stages = json.loads((workdir / "state.json").read_text())
+    weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
+    np.testing.assert_allclose(weights, want, atol=5e-4)
+    assert stages[f"train-seg:{IalRound(1).unary}"]["settings"].get("class_weights") is None
     last = workdir / IalRound(ROUNDS).labels
     assert [p.read_bytes() for p in finished_files(workdir / "pseudo", ".png")] == \
         [p.read_bytes() for p in finished_files(last, ".png")]

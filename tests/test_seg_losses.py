@@ -98,7 +98,7 @@ def test_sec_step_trains_through_seed_expand_and_constrain():
     seeds = torch.full((2, 16, 16), 255, dtype=torch.long)
     seeds[:, :4, :4], seeds[0, 8:, 8:], seeds[1, 8:, 8:] = 0, 1, 2
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    loss = SEG_LOSSES.get("sec").step(net, [images, seeds, labels], None)
+    loss = SEG_LOSSES.get("sec").step(None, net, [images, seeds, labels], None)
     probs = renormalized(torch.softmax(net(images), 1))
     cues = seed_cues(seeds, 3, (16, 16))
     want = (ops.sec_seed_loss(probs, cues) + ops.sec_expand_loss(probs, labels)
@@ -144,3 +144,27 @@ def test_train_seg_loss_sec_runs_on_seeds_then_predicts(toy, tmp_path):
     history = [line for line in (work / "seg" / "metrics.jsonl").read_text().splitlines() if line]
     assert len(history) == 2
     assert len(list((work / "pred" / "val").glob("*.png"))) == 2
+
+
+def test_cross_entropy_weighs_each_class_by_class_weights(toy, tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 6, 1)
+    images = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 6, (2, 8, 8))
+    labels[0, :2] = 255
+    ce = SEG_LOSSES.get("ce")
+    plain = train_seg.TrainSegConfig(data=toy, workdir=tmp_path, backbone="tiny")
+    weighted = train_seg.TrainSegConfig(data=toy, workdir=tmp_path, backbone="tiny",
+                                        class_weights=(1, 2, 1, 1, 3, 1))
+    logits = net(images)
+    assert ce.step(plain, net, [images, labels], None).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels, ignore_index=255).item())
+    want = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255,
+                                             weight=torch.tensor([1.0, 2, 1, 1, 3, 1]))
+    assert ce.step(weighted, net, [images, labels], None).item() == pytest.approx(want.item())
+    result = CliRunner().invoke(main, ["--device", "cpu", "--quiet", "train-seg", "--data", str(toy),
+                                       "--workdir", str(tmp_path), "--backbone", "tiny",
+                                       "--class-weights", "1,2", "--labels", str(toy / "SegmentationClass")])
+    assert result.exit_code == 2 and "--class-weights: 2 weights for 6 classes" in result.output
+    assert not (tmp_path / "seg").exists()
+

@@ -123,6 +123,8 @@ def test_dump_cams_shards_union_equals_one_run_and_eval(toy, tmp_path):
     assert 0 <= result["best_threshold"] <= 0.95 and 0 < result["miou"] <= 100
     otsu = result["otsu"]  # the threshold from the CAMs alone scores no better than the best
     assert 0 < otsu["threshold"] < 1 and otsu["miou"] <= result["miou"]
+    per_image = result["otsu_per_image"]  # each image thresholded at its own Otsu threshold
+    assert 0 < per_image["mean_threshold"] < 1 and 0 < per_image["miou"] <= 100
     assert result["sweep"][f"{otsu['threshold']:.2f}"] == otsu["miou"]
     assert 0 < result["fg_precision"] <= 100 and 0 < result["fg_recall"] <= 100
     assert json.loads((tmp_path / "eval/cams_train.json").read_text())["miou"] == result["miou"]

@@ -29,6 +29,9 @@ CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_con
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "toy-data": ("workflows.toy_data", "ToyDataConfig",
                  "Write the synthetic toy dataset (5 shape classes) to OUT in the VOC layout."),
+    "import-dataset": ("workflows.import_dataset", "ImportDatasetConfig",
+                       "Write a COCO or labels.csv dataset (or a VOC one) to a new folder in the "
+                       "VOC layout; bad rows are listed one per line and nothing is written."),
     "train-cls": ("stages.train_cls", "TrainClsConfig",
                   "Train the multi-label classifier (CAM network) -> WORKDIR/cls/model.pt."),
     "dump-cams": ("stages.dump_cams", "DumpCamsConfig",

@@ -73,9 +73,7 @@ class ThresholdSweep:
 
     def add(self, gt: np.ndarray, cams: np.ndarray, classes: np.ndarray) -> None:
         """``gt`` ``[H, W]`` (255 ignored), ``cams`` ``[n, H, W]`` of 1-based ``classes`` ``[n]``."""
-        if len(classes):
-            top = np.clip((cams.max(0) * self.SCORE_BINS).astype(np.int64), 0, self.SCORE_BINS - 1)
-            self.scores += np.bincount(top.ravel(), minlength=self.SCORE_BINS)
+        self.add_scores(cams, classes)
         valid = gt != 255
         g = gt[valid].astype(np.int64)
         if len(classes) == 0:
@@ -87,6 +85,12 @@ class ThresholdSweep:
             above = np.searchsorted(self.thresholds, scores.max(0), side="left")
         index = (g * self.k + best) * (self.t + 1) + above
         self.hist += np.bincount(index, minlength=self.hist.size).reshape(self.hist.shape)
+
+    def add_scores(self, cams: np.ndarray, classes: np.ndarray) -> None:
+        """Only the scores Otsu's rule reads (no ground truth): ``cams`` ``[n, H, W]``."""
+        if len(classes):
+            top = np.clip((cams.max(0) * self.SCORE_BINS).astype(np.int64), 0, self.SCORE_BINS - 1)
+            self.scores += np.bincount(top.ravel(), minlength=self.SCORE_BINS)
 
     def otsu_index(self) -> int | None:
         """The sweep's threshold nearest Otsu's threshold of the largest CAM of every
@@ -108,6 +112,21 @@ class ThresholdSweep:
         out[:, :, 0] = 0  # best class 0 only arises for images without classes: background
         out[:, :, 0] = self.hist.sum(axis=(1, 2))[None, :] - out.sum(-1)
         return out
+
+
+def image_otsu_labels(cams: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Per-image Otsu: the uint8 label map ``[H, W]`` of CAMs ``[n, H, W]`` of 1-based
+    ``classes`` ``[n]`` thresholded at Otsu's threshold of this image's largest-CAM values
+    (background where it is not exceeded), and that threshold (None without classes; 0.5
+    for a flat map). Needs no ground truth."""
+    from skimage.filters import threshold_otsu
+
+    if not len(classes):
+        return np.zeros(cams.shape[1:], np.uint8), None
+    top = cams.max(0)
+    threshold = float(threshold_otsu(top)) if top.max() > top.min() else 0.5
+    best = np.asarray(classes, np.uint8)[cams.argmax(0)]
+    return np.where(top > threshold, best, 0).astype(np.uint8), threshold
 
 
 def evaluate_folder(pred: Path, gt: Path, ids: list[str], names: tuple[str, ...],

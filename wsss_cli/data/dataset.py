@@ -1,16 +1,22 @@
-"""A dataset folder in the PASCAL VOC 2012 layout (SPEC §3).
+"""Datasets: what every stage reads (images, image-level labels, masks), whatever the layout.
 
-```
-DATA/JPEGImages/<id>.jpg
-DATA/ImageSets/Segmentation/<split>.txt
-DATA/SegmentationClass/<id>.png  (or SegmentationClassAug/)
-DATA/cls_labels.json             {"<id>": [class index or name, ...]}
-DATA/Annotations/<id>.xml
-DATA/classes.txt                 background first
-```
-Image-level labels come from ``cls_labels.json``, else the XML annotations, else the
-ground-truth masks. Class indices count background as 0, so foreground classes are
-``1..num_classes-1``.
+``open_dataset(root)`` recognises three layouts (docs/datasets.md):
+
+- PASCAL VOC 2012 (SPEC §3), :class:`VocDataset`:
+  ```
+  DATA/JPEGImages/<id>.jpg
+  DATA/ImageSets/Segmentation/<split>.txt
+  DATA/SegmentationClass/<id>.png  (or SegmentationClassAug/)
+  DATA/cls_labels.json             {"<id>": [class index or name, ...]}
+  DATA/Annotations/<id>.xml
+  DATA/classes.txt                 background first
+  ```
+  Image-level labels come from ``cls_labels.json``, else the XML annotations, else the
+  ground-truth masks.
+- MS COCO (``annotations/instances_<split>.json``), :class:`wsss_cli.data.coco.CocoDataset`.
+- a folder with ``labels.csv``, :class:`wsss_cli.data.csv_folder.CsvDataset`.
+
+Class indices count background as 0, so foreground classes are ``1..num_classes-1``.
 """
 
 from __future__ import annotations
@@ -34,56 +40,90 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-class VocDataset:
-    """Read-only view of a dataset folder; every failure is a one-line WsssError."""
+def read_class_names(path: Path) -> tuple[str, ...]:
+    """A classes.txt: one name per line, background first, no duplicates."""
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if len(names) < 2:
+        raise WsssError(f"{path}: needs background plus at least one class")
+    if len(set(names)) != len(names):
+        raise WsssError(f"{path}: duplicate class names")
+    return names
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise WsssError(f"--data {self.root}: not a folder")
-        if not (self.root / "JPEGImages").is_dir():
-            raise WsssError(f"{self.root}: no JPEGImages/ folder (expected the VOC layout)")
-        self.classes = self._read_classes()
+
+def read_split_file(path: Path) -> list[str]:
+    """The ids of a split file (first word of each line), not empty."""
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise WsssError(f"{path}: empty split")
+    return ids
+
+
+def checked_id(image_id: str, root: Path) -> str:
+    if not SAFE_ID.match(image_id):
+        raise WsssError(f"image id {image_id!r} is not a plain file name (it could escape {root})")
+    return image_id
+
+
+class LabelledDataset:
+    """Read-only view of a dataset; every failure is a one-line WsssError. A layout sets
+    ``root``, ``classes`` (background first) and ``layout`` and provides ``ids``,
+    ``image_path``, ``mask_path`` and ``labels``."""
+
+    root: Path
+    classes: tuple[str, ...]
+    layout: str
 
     @property
     def num_classes(self) -> int:
         """Number of classes including background."""
         return len(self.classes)
 
-    def _read_classes(self) -> tuple[str, ...]:
-        path = self.root / "classes.txt"
-        if not path.exists():
-            return VOC_CLASSES
-        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-        if len(names) < 2:
-            raise WsssError(f"{path}: needs background plus at least one class")
-        if len(set(names)) != len(names):
-            raise WsssError(f"{path}: duplicate class names")
-        return names
+    def splits(self) -> list[str]:
+        """The names of the splits the dataset defines."""
+        raise NotImplementedError
+
+    def listed_ids(self, split: str) -> list[str]:
+        """The ids ``split`` lists, unchecked."""
+        raise NotImplementedError
 
     def ids(self, split: str) -> list[str]:
         """The image ids of ``split``, checked: safe names, an image for each, not empty."""
-        path = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not path.exists():
-            raise WsssError(f"--split {split}: {path} not found")
-        ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        ids = self.listed_ids(split)
         if not ids:
-            raise WsssError(f"{path}: empty split")
+            raise WsssError(f"--split {split}: no images")
         for image_id in ids:
-            self.image_path(image_id)
+            self.image_path(checked_id(image_id, self.root))
         return ids
 
+    def problems(self, split: str) -> list[str]:
+        """One line per image of ``split`` a stage would stop on: an unsafe or duplicate
+        id, a missing image, an unknown class."""
+        found, seen = [], set()
+        for image_id in self.listed_ids(split):
+            if image_id in seen:
+                found.append(f"--split {split}: duplicate id {image_id!r}")
+                continue
+            seen.add(image_id)
+            try:
+                self.image_path(checked_id(image_id, self.root))
+                self.labels(image_id)
+            except WsssError as e:
+                found.append(str(e))
+        return found
+
     def image_path(self, image_id: str) -> Path:
-        if not _SAFE_ID.match(image_id):
-            raise WsssError(f"image id {image_id!r} is not a plain file name (it could escape {self.root})")
-        for suffix in IMAGE_SUFFIXES:
-            path = self.root / "JPEGImages" / f"{image_id}{suffix}"
-            if path.exists():
-                return path
-        raise WsssError(f"{self.root / 'JPEGImages' / image_id}.jpg: image not found")
+        raise NotImplementedError
+
+    def mask_path(self, image_id: str) -> Path | None:
+        """The ground-truth PNG of an image, None without one."""
+        raise NotImplementedError
+
+    def labels(self, image_id: str) -> list[int]:
+        """Sorted foreground class indices (1..num_classes-1) present in the image."""
+        raise NotImplementedError
 
     def check(self, ids: list[str], progress: Callable[..., Iterable] | None = None) -> None:
         """Check every image of ``ids`` cheaply (:func:`check_image`) and its labels, so a
@@ -92,13 +132,6 @@ class VocDataset:
         for image_id in items:
             check_image(self.image_path(image_id))
             self.labels(image_id)
-
-    def mask_path(self, image_id: str) -> Path | None:
-        for folder in ("SegmentationClass", "SegmentationClassAug"):
-            path = self.root / folder / f"{image_id}.png"
-            if path.exists():
-                return path
-        return None
 
     def has_masks(self, ids: list[str]) -> bool:
         return all(self.mask_path(i) is not None for i in ids)
@@ -112,7 +145,7 @@ class VocDataset:
         size (``shape``, else read from the image file's header)."""
         path = self.mask_path(image_id)
         if path is None:
-            raise WsssError(f"{self.root}/SegmentationClass/{image_id}.png: ground truth not found")
+            raise WsssError(f"image {image_id!r}: no ground-truth mask under {self.root}")
         mask = read_mask(path)
         if shape is None:
             shape = image_size(self.image_path(image_id))
@@ -125,42 +158,11 @@ class VocDataset:
             )
         return mask
 
-    def labels(self, image_id: str) -> list[int]:
-        """Sorted foreground class indices (1..num_classes-1) present in the image."""
-        table = self._label_table()
-        if table is not None:
-            if image_id not in table:
-                raise WsssError(f"{self.root / 'cls_labels.json'}: no labels for image {image_id!r}")
-            return table[image_id]
-        xml = self.root / "Annotations" / f"{image_id}.xml"
-        if xml.exists():
-            return self._labels_from_xml(xml)
-        if self.mask_path(image_id) is not None:
-            mask = self.read_mask(image_id)
-            return [int(c) for c in np.unique(mask) if 0 < c < 255]
-        raise WsssError(
-            f"image {image_id!r}: no image-level labels (no cls_labels.json, "
-            f"Annotations/{image_id}.xml or ground-truth mask)"
-        )
-
     def label_vector(self, image_id: str) -> np.ndarray:
         """Multi-hot float32 ``[num_classes - 1]`` over the foreground classes."""
         vec = np.zeros(self.num_classes - 1, np.float32)
         vec[[c - 1 for c in self.labels(image_id)]] = 1
         return vec
-
-    @functools.cache  # noqa: B019 - one table per dataset object, read once
-    def _label_table(self) -> dict[str, list[int]] | None:
-        path = self.root / "cls_labels.json"
-        if not path.exists():
-            return None
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise WsssError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise WsssError(f"{path}: expected an object {{id: [classes]}}")
-        return {k: self._class_indices(v, path, k) for k, v in raw.items()}
 
     def _class_indices(self, entries: list, source: Path, image_id: str) -> list[int]:
         out = set()
@@ -179,6 +181,74 @@ class VocDataset:
                 out.add(index)
         return sorted(out)
 
+class VocDataset(LabelledDataset):
+    """A dataset folder in the PASCAL VOC 2012 layout."""
+
+    layout = "voc"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise WsssError(f"--data {self.root}: not a folder")
+        if not (self.root / "JPEGImages").is_dir():
+            raise WsssError(f"{self.root}: no JPEGImages/ folder (expected the VOC layout)")
+        classes = self.root / "classes.txt"
+        self.classes = read_class_names(classes) if classes.exists() else VOC_CLASSES
+
+    def splits(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "ImageSets" / "Segmentation").glob("*.txt"))
+
+    def listed_ids(self, split: str) -> list[str]:
+        path = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not path.exists():
+            raise WsssError(f"--split {split}: {path} not found")
+        return read_split_file(path)
+
+    def image_path(self, image_id: str) -> Path:
+        checked_id(image_id, self.root)
+        for suffix in IMAGE_SUFFIXES:
+            path = self.root / "JPEGImages" / f"{image_id}{suffix}"
+            if path.exists():
+                return path
+        raise WsssError(f"{self.root / 'JPEGImages' / image_id}.jpg: image not found")
+
+    def mask_path(self, image_id: str) -> Path | None:
+        for folder in ("SegmentationClass", "SegmentationClassAug"):
+            path = self.root / folder / f"{image_id}.png"
+            if path.exists():
+                return path
+        return None
+
+    def labels(self, image_id: str) -> list[int]:
+        table = self._label_table()
+        if table is not None:
+            if image_id not in table:
+                raise WsssError(f"{self.root / 'cls_labels.json'}: no labels for image {image_id!r}")
+            return table[image_id]
+        xml = self.root / "Annotations" / f"{image_id}.xml"
+        if xml.exists():
+            return self._labels_from_xml(xml)
+        if self.mask_path(image_id) is not None:
+            mask = self.read_mask(image_id)
+            return [int(c) for c in np.unique(mask) if 0 < c < 255]
+        raise WsssError(
+            f"image {image_id!r}: no image-level labels (no cls_labels.json, "
+            f"Annotations/{image_id}.xml or ground-truth mask)"
+        )
+
+    @functools.cache  # noqa: B019 - one table per dataset object, read once
+    def _label_table(self) -> dict[str, list[int]] | None:
+        path = self.root / "cls_labels.json"
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise WsssError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise WsssError(f"{path}: expected an object {{id: [classes]}}")
+        return {k: self._class_indices(v, path, k) for k, v in raw.items()}
+
     def _labels_from_xml(self, path: Path) -> list[int]:
         try:
             root = ET.parse(path).getroot()
@@ -186,6 +256,27 @@ class VocDataset:
             raise WsssError(f"{path}: not valid XML ({e})") from None
         names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
         return self._class_indices(names, path, path.stem)
+
+
+
+def open_dataset(root: Path, strict: bool = True) -> LabelledDataset:
+    """The dataset at ``root`` in whichever layout it has (VOC, COCO, a folder with
+    labels.csv); ``strict=False`` opens a CSV or COCO dataset with bad rows, to list them
+    (``problems``)."""
+    from wsss_cli.data.coco import CocoDataset, is_coco
+    from wsss_cli.data.csv_folder import CSV_NAME, CsvDataset
+
+    root = Path(root)
+    if not root.is_dir():
+        raise WsssError(f"--data {root}: not a folder")
+    if (root / "JPEGImages").is_dir():
+        return VocDataset(root)
+    if (root / CSV_NAME).is_file():
+        return CsvDataset(root, strict)
+    if is_coco(root):
+        return CocoDataset(root, strict)
+    raise WsssError(f"--data {root}: not a dataset (expected JPEGImages/ as VOC, {CSV_NAME}, or "
+                    "annotations/instances_<split>.json as COCO; docs/datasets.md)")
 
 
 class ImageFolder:

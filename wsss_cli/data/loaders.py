@@ -1,4 +1,4 @@
-"""torch Datasets over a VocDataset: training samples and inference images."""
+"""torch Datasets over a LabelledDataset: training samples and inference images."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wsss_cli.data.augment import AugmentConfig, augment, erase_pixels, normalize, resize
-from wsss_cli.data.dataset import ImageFolder, VocDataset
+from wsss_cli.data.dataset import ImageFolder, LabelledDataset
 from wsss_cli.data.io import read_id_png, read_mask
 from wsss_cli.errors import WsssError
 from wsss_cli.ops import affinity_labels
@@ -74,7 +74,7 @@ class ClassificationSet(Dataset):
     pixels are set to the normalisation mean before augmentation, so they become 0.
     """
 
-    def __init__(self, data: VocDataset, ids: list[str], aug: AugmentConfig, seed: int,
+    def __init__(self, data: LabelledDataset, ids: list[str], aug: AugmentConfig, seed: int,
                  erased: Path | None = None):
         self.data, self.ids, self.aug, self.seed, self.erased = data, ids, aug, seed, erased
         self.labels = [data.label_vector(i) for i in ids]  # read up front: fail before training
@@ -94,7 +94,7 @@ class ClassificationSet(Dataset):
 class ImageSet(Dataset):
     """``set[i]`` -> (id, RGB uint8 image ``[H, W, 3]``) for inference (batch size 1)."""
 
-    def __init__(self, data: VocDataset | ImageFolder, ids: list[str]):
+    def __init__(self, data: LabelledDataset | ImageFolder, ids: list[str]):
         self.data, self.ids = data, ids
 
     def __len__(self) -> int:
@@ -113,7 +113,7 @@ class SegmentationSet(Dataset):
     (``ignore_background_near_objects``).
     """
 
-    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
+    def __init__(self, data: LabelledDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
                  seed: int, ignore_band: int = 0, ignore_band_color: float = 0.0):
         self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
         self.aug, self.seed = aug, seed
@@ -138,7 +138,7 @@ class SeedSet(Dataset):
     c class, 255 unknown) resized to ``size`` x ``size`` (seeds by nearest neighbour) and
     flipped at random, no crop, so that every labelled class stays in view."""
 
-    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, size: int, seed: int):
+    def __init__(self, data: LabelledDataset, ids: list[str], label_dir: Path, size: int, seed: int):
         self.data, self.ids, self.label_dir, self.size, self.seed = data, ids, Path(label_dir), size, seed
         self.labels = [data.label_vector(i) for i in ids]
 
@@ -163,7 +163,7 @@ class AffinitySet(Dataset):
     labels by ``ops.affinity_labels``.
     """
 
-    def __init__(self, data: VocDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
+    def __init__(self, data: LabelledDataset, ids: list[str], label_dir: Path, aug: AugmentConfig,
                  stride: int, radius: int, seed: int):
         self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
         self.aug, self.stride, self.radius, self.seed = aug, stride, radius, seed
@@ -187,7 +187,7 @@ class RegionSet(Dataset):
     (255 = unknown), superpixel ids int64 ``[crop, crop]``, image classes float32 ``[K]`` (1 =
     present, background always))."""
 
-    def __init__(self, data: VocDataset, ids: list[str], regions: ArtifactSet,
+    def __init__(self, data: LabelledDataset, ids: list[str], regions: ArtifactSet,
                  superpixels: ArtifactSet, aug: AugmentConfig, seed: int):
         self.data, self.ids, self.regions, self.superpixels = data, ids, regions, superpixels
         self.aug, self.seed = aug, seed

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset
 from wsss_cli.report.diagnosis import is_diagnosis
 from wsss_cli.report.runinfo import workdir_key
 from wsss_cli.workdir import Layout
@@ -109,7 +109,7 @@ def _regions_text(regions: object) -> str:
     return f", regions {regions['precision']:.1f} % precise, {regions.get('coverage', 0):.1f} % of pixels"
 
 
-def class_names(data: VocDataset | None, evals: list[Evaluation]) -> tuple[str, ...]:
+def class_names(data: LabelledDataset | None, evals: list[Evaluation]) -> tuple[str, ...]:
     """The dataset's classes, else those of an evaluation (its per-class IoU is written in
     class order, background first)."""
     if data is not None:

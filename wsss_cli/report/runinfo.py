@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.workdir import Layout, Workdir
 
@@ -174,18 +174,18 @@ def workdir_key(path: Path, workdir: Path) -> str:
         return str(path)
 
 
-def resolve_data(data: Path | None, workdir: Path) -> VocDataset | None:
+def resolve_data(data: Path | None, workdir: Path) -> LabelledDataset | None:
     """``data`` (``--data``), else the first existing ``data`` of config.toml, else ``WORKDIR/data``.
 
     An explicit ``--data`` must be a dataset; a guessed one that is not is ignored,
     because the report is still useful without pictures of the images.
     """
     if data is not None:
-        return VocDataset(Path(data))
+        return open_dataset(Path(data))
     for candidate in [*_config_data_paths(workdir), workdir / "data"]:
         if candidate.is_dir():
             try:
-                return VocDataset(candidate)
+                return open_dataset(candidate)
             except WsssError:
                 continue
     return None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from wsss_cli.data.augment import resize
-from wsss_cli.data.dataset import ImageFolder, VocDataset
+from wsss_cli.data.dataset import ImageFolder, LabelledDataset
 from wsss_cli.data.overlay import tint
 from wsss_cli.errors import WsssError
 from wsss_cli.report.pictures import (
@@ -77,7 +77,7 @@ def artifact_sets(workdir: Path, split: str) -> dict[str, ArtifactSet]:
     return sets
 
 
-def split_samples(workdir: Path, data: VocDataset | None, split: str, names: Sequence[str], n: int,
+def split_samples(workdir: Path, data: LabelledDataset | None, split: str, names: Sequence[str], n: int,
                   worst: int, step: Callable[[Iterable[str], str], Iterable[str]],
                   all_columns: bool = True) -> SampleSet:
     """``n`` evenly spaced rows of ``split`` and its ``worst`` rows by IoU. ``all_columns``:
@@ -96,7 +96,7 @@ def split_samples(workdir: Path, data: VocDataset | None, split: str, names: Seq
     return SampleSet(f"split {split}", note, rows, worst_rows, worst_note)
 
 
-def choose_samples(workdir: Path, data: VocDataset | None, split: str, n: int) -> tuple[list[str], int]:
+def choose_samples(workdir: Path, data: LabelledDataset | None, split: str, n: int) -> tuple[list[str], int]:
     """``n`` ids evenly spaced over the sorted ids with the most artifacts, and how many such ids.
 
     Deterministic, so that two reports of one workdir show the same images. Without a
@@ -126,7 +126,7 @@ def choose_samples(workdir: Path, data: VocDataset | None, split: str, n: int) -
     return [pool[i] for i in dict.fromkeys(picks.tolist())], len(pool)
 
 
-def sample_row(workdir: Path, data: VocDataset | None, split: str, image_id: str,
+def sample_row(workdir: Path, data: LabelledDataset | None, split: str, image_id: str,
                names: Sequence[str]) -> list[Picture]:
     """The pictures of one image (six, seven with SEC's seeds); each failure only turns its own
     cell into a placeholder."""
@@ -158,7 +158,7 @@ def _drop_empty_columns(rows: list[Sample]) -> None:
         row.pictures = [row.pictures[j] for j in keep]
 
 
-def has_predictions(workdir: Path, data: VocDataset, split: str) -> bool:
+def has_predictions(workdir: Path, data: LabelledDataset, split: str) -> bool:
     """Whether ``WORKDIR/pred/<split>`` holds a prediction of an image of ``split``."""
     try:
         ids = data.ids(split)
@@ -178,7 +178,7 @@ def final_labels(workdir: Path, split: str, ids: Sequence[str]) -> tuple[str, Ar
     return None
 
 
-def worst_images(workdir: Path, data: VocDataset, split: str, n: int,
+def worst_images(workdir: Path, data: LabelledDataset, split: str, n: int,
                  step: Callable[[Iterable[str], str], Iterable[str]]) -> tuple[list[tuple[str, float]], str]:
     """The ``n`` ids of ``split`` with the lowest per-image mIoU of their final labels
     (:func:`final_labels`) against the ground truth, lowest first (ties by id), and a

@@ -28,8 +28,8 @@ class SegLoss(Protocol):
     def dataset(self, cfg: Any, data: Any, ids: list[str], label_dir: Any) -> Dataset:
         """``dataset[(epoch, i)]`` -> the arrays of one training sample."""
 
-    def step(self, net: nn.Module, batch: list[Tensor], ctx: Any) -> Tensor:
-        """The scalar loss of a batch already on the device."""
+    def step(self, cfg: Any, net: nn.Module, batch: list[Tensor], ctx: Any) -> Tensor:
+        """The scalar loss of a batch already on the device under train-seg's ``cfg``."""
 
 
 SEG_LOSSES: Registry[SegLoss] = Registry("segmentation loss", "--loss")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from wsss_cli import ops
 from wsss_cli.data.augment import denormalize
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset
 from wsss_cli.data.loaders import SeedSet
 from wsss_cli.workdir import Layout
 
@@ -69,10 +69,10 @@ class SecLoss:
     labels = Layout.SEEDS
     made_by = "make-seeds"
 
-    def dataset(self, cfg: Any, data: VocDataset, ids: list[str], label_dir: Path) -> SeedSet:
+    def dataset(self, cfg: Any, data: LabelledDataset, ids: list[str], label_dir: Path) -> SeedSet:
         return SeedSet(data, ids, label_dir, cfg.crop_size, cfg.runtime.seed)
 
-    def step(self, net: nn.Module, batch: list[Tensor], ctx: Any) -> Tensor:
+    def step(self, cfg: Any, net: nn.Module, batch: list[Tensor], ctx: Any) -> Tensor:
         images, seeds, labels = batch
         probs = renormalized(torch.softmax(net(images).float(), dim=1))
         cues = seed_cues(seeds, probs.shape[1], probs.shape[-2:])

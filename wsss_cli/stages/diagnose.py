@@ -25,7 +25,7 @@ from joblib import Parallel, delayed
 
 from wsss_cli import ops
 from wsss_cli.data.augment import resize
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import format_table, iou_summary
@@ -57,7 +57,7 @@ class DiagnoseConfig(GroundTruthConfig):
 
 def run(cfg: DiagnoseConfig) -> dict[str, Any]:
     """Measure every link; writes and returns ``WORKDIR/eval/diagnose_<split>.json``."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)[: cfg.images]
     if not data.has_masks(ids):
         raise WsssError(f"--split {cfg.split}: diagnose needs ground-truth masks under {data.root}")
@@ -95,7 +95,7 @@ def describe_start(start: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ affinity labels
 
 
-def _affinity_label_quality(data: VocDataset, ids: list[str], labels: Any,
+def _affinity_label_quality(data: LabelledDataset, ids: list[str], labels: Any,
                             cfg: DiagnoseConfig) -> dict[str, Any] | None:
     """Shares of confident foreground / background / unsure pixels and the precision of
     each confident kind (foreground: the ground truth's class; background: background)."""
@@ -121,7 +121,7 @@ def _pct(part: Any, whole: Any) -> float | None:
 # ------------------------------------------------------------------ AffinityNet
 
 
-def _affinity_auc(model: torch.nn.Module, data: VocDataset, ids: list[str],
+def _affinity_auc(model: torch.nn.Module, data: LabelledDataset, ids: list[str],
                   runtime: Runtime) -> dict[str, Any]:
     """ROC AUC of ``a_ij`` for same-class (positive) against different-class pairs of the
     ground truth on the walk's grid, per pair distance (rounded up to whole cells)."""
@@ -168,7 +168,7 @@ def _auc(hist: np.ndarray) -> float | None:
 # ------------------------------------------------------------------ the chain: CAM, walk, CRF
 
 
-def _chain(data: VocDataset, ids: list[str], layout: Layout, start: dict[str, Any],
+def _chain(data: LabelledDataset, ids: list[str], layout: Layout, start: dict[str, Any],
            cfg: DiagnoseConfig) -> dict[str, Any] | None:
     """mIoU per link (CAM start, CAM + CRF, walk, walk + CRF), each with the share of object
     pixels it labels right (inside) and of background pixels it calls an object (outside)."""
@@ -185,7 +185,7 @@ def _chain(data: VocDataset, ids: list[str], layout: Layout, start: dict[str, An
     return {name: _link_summary(total[name], data.classes) for name in CHAIN if name in total}
 
 
-def _chain_confusions(data: VocDataset, image_id: str, cams: Any, walk: Any, pseudo: Any,
+def _chain_confusions(data: LabelledDataset, image_id: str, cams: Any, walk: Any, pseudo: Any,
                       start: dict[str, Any], crf: Crf) -> dict[str, np.ndarray]:
     classes, scores = read_cams(cams.path(image_id))
     image, gt = data.read_image(image_id), data.read_mask(image_id)

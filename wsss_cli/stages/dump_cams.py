@@ -18,7 +18,7 @@ from torch import nn
 
 from wsss_cli.cam_methods import CAM_METHODS, CAM_READERS, CamReader
 from wsss_cli.cam_methods.seam import MAPS
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.inference import multiscale_sum, prepare_inference
 from wsss_cli.models.kinds import CLASSIFIER, load_model
 from wsss_cli.options import option
@@ -63,7 +63,7 @@ def multiscale_cams(
 
 def run(cfg: DumpCamsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.npz`` for every image of the split; returns the folder."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout = Layout(cfg.workdir)
     model_path = Path(cfg.cls_model or layout.model(CLASSIFIER))
     model, meta = load_model(model_path, (CLASSIFIER,), data.num_classes)

@@ -20,7 +20,7 @@ import torch
 from wsss_cli.cam_methods.cam import CAM
 from wsss_cli.cam_methods.erasing import Erasing
 from wsss_cli.data.augment import erase_pixels
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.inference import prepare_inference
 from wsss_cli.models.erasing import ErasingNet
@@ -64,7 +64,7 @@ def train_steps(cfg: TrainClsConfig, method: Erasing, name: str) -> Path:
 def _save_steps(cfg: TrainClsConfig, method: Erasing, name: str, entry: str,
                 models: list[Path]) -> Path:
     """The steps' networks as one classifier of method ``name`` (state entry ``entry``)."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     inputs = {f"step{t}_digest": file_digest(p) for t, p in enumerate(models, 1)}
     # saving is cheap: a classifier this method saved before (other steps) is simply replaced
     settings = Workdir(cfg.workdir).state().get(entry, {}).get("settings", {})
@@ -82,7 +82,7 @@ def _save_steps(cfg: TrainClsConfig, method: Erasing, name: str, entry: str,
 def mine_erased_regions(cfg: ErasedRegionsConfig) -> ArtifactSet:
     """Write ``<model>/step<k>/erased/<id>.png`` (1 = erased) for every image; returns
     the set."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout = Layout(cfg.workdir)
     step, before = ErasingStep(cfg.model, cfg.step), ErasingStep(cfg.model, cfg.step - 1)
     model_path = layout.root / step.network / "model.pt"

@@ -26,7 +26,7 @@ from torch import nn
 
 from wsss_cli import ops
 from wsss_cli.data.augment import AugmentConfig, normalize
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.data.loaders import RegionSet
 from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
@@ -91,7 +91,7 @@ def train_pairwise(cfg: TrainPairwiseConfig) -> Path:
     """Train round ``cfg.round``'s pairwise network -> ``WORKDIR/ial/round<k>/pairwise/model.pt``."""
     layout, this = Layout(cfg.workdir), IalRound(cfg.round)
     cfg = replace(fill_from_preset(cfg, PRESETS), out=this.pairwise)
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     unary_path = layout.root / this.unary / "model.pt"
     regions = layout.labels(this.regions)
@@ -169,7 +169,7 @@ class ConfidentPart:
 def refine(cfg: RefineConfig) -> ArtifactSet:
     """``WORKDIR/ial/round<k>/labels/<id>.png``: round ``k``'s pseudo-labels, and their part
     that agrees with the round's confident regions in ``supervision/``."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout, this = Layout(cfg.workdir), IalRound(cfg.round)
     unary_path, pairwise_path = (layout.root / this.unary / "model.pt",
                                  layout.root / this.pairwise / "model.pt")

@@ -25,7 +25,7 @@ from skimage.segmentation import slic
 
 from wsss_cli import ops
 from wsss_cli.data.augment import normalize
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.data.io import read_id_png, write_id_png, write_palette_png
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs, prepare_inference
@@ -100,13 +100,13 @@ class SuperpixelsConfig(PerImageConfig):
     jobs: int = jobs_option("SLIC")
 
 
-def _superpixels_of(data: VocDataset, out: ArtifactSet, image_id: str, area: int) -> None:
+def _superpixels_of(data: LabelledDataset, out: ArtifactSet, image_id: str, area: int) -> None:
     write_id_png(out.path(image_id), superpixel_map(data.read_image(image_id), area))
 
 
 def make_superpixels(cfg: SuperpixelsConfig) -> ArtifactSet:
     """``WORKDIR/ial/superpixels/<id>.png`` for every image of the split."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     out = Layout(cfg.workdir).superpixels()
     with per_image_run("ial-superpixels", cfg, data, data.ids(cfg.split), out) as job:
         job.run_each(partial(_superpixels_of, data, out, area=cfg.superpixel_area), cfg.jobs)
@@ -141,7 +141,7 @@ def mine_candidates(cfg: CandidatesConfig) -> ArtifactSet:
     """``WORKDIR/ial/round<k>/candidates/<id>.npz``: the superpixels the round's unary
     network labels with one class (``ids``, ``labels`` = class index) and their pooled
     classifier features."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout, this = Layout(cfg.workdir), IalRound(cfg.round)
     unary_path, cls_path = layout.root / this.unary / "model.pt", layout.model(CLASSIFIER)
     unary, _ = load_model(unary_path, (SEGMENTATION,), data.num_classes)
@@ -225,7 +225,7 @@ def region_map(superpixels: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> 
 def mine_regions(cfg: RegionsConfig) -> ArtifactSet:
     """``WORKDIR/ial/round<k>/regions/<id>.png``: the candidates the cross-fitted region
     classifier agrees with (class index), 255 elsewhere."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout, this = Layout(cfg.workdir), IalRound(cfg.round)
     candidates, superpixels, out = (layout.arrays(this.candidates), layout.superpixels(),
                                     layout.labels(this.regions))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.data.io import write_palette_png
 from wsss_cli.data.saliency import (
     SALIENCY_THRESHOLD,
@@ -92,7 +92,7 @@ def affinity_label_map(
     return label
 
 
-def _one_image(data: VocDataset, cams: ArtifactSet, labels: ArtifactSet, image_id: str,
+def _one_image(data: LabelledDataset, cams: ArtifactSet, labels: ArtifactSet, image_id: str,
                cfg: MakeAffLabelsConfig, crf: Crf, saliency: Saliency | None) -> None:
     classes, scores = read_cams(cams.path(image_id))
     image = data.read_image(image_id)
@@ -104,7 +104,7 @@ def _one_image(data: VocDataset, cams: ArtifactSet, labels: ArtifactSet, image_i
 
 def run(cfg: MakeAffLabelsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image of the split."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout = Layout(cfg.workdir)
     cfg = fill_unset(cfg, {**PSA_ALPHAS, **method_preset(cfg.workdir, cfg.cams, STAGE)})
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)

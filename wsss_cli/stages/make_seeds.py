@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss_cli import ops
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.data.io import image_size, write_palette_png
 from wsss_cli.data.saliency import (
     SALIENCY_THRESHOLD,
@@ -51,7 +51,7 @@ class MakeSeedsConfig(PerImageConfig):
 
 def run(cfg: MakeSeedsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image of the split."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     saliency = _saliency(cfg, data, ids)
     layout = Layout(cfg.workdir)
@@ -63,7 +63,7 @@ def run(cfg: MakeSeedsConfig) -> Path:
     return seeds.folder
 
 
-def _saliency(cfg: MakeSeedsConfig, data: VocDataset, ids: list[str]) -> Saliency | None:
+def _saliency(cfg: MakeSeedsConfig, data: LabelledDataset, ids: list[str]) -> Saliency | None:
     if cfg.bg_source != "saliency":
         return None
     if cfg.saliency is None:
@@ -71,7 +71,7 @@ def _saliency(cfg: MakeSeedsConfig, data: VocDataset, ids: list[str]) -> Salienc
     return Saliency.checked(cfg.saliency, data, ids)
 
 
-def _one_image(data: VocDataset, cams: ArtifactSet, seeds: ArtifactSet, image_id: str,
+def _one_image(data: LabelledDataset, cams: ArtifactSet, seeds: ArtifactSet, image_id: str,
                cfg: MakeSeedsConfig, saliency: Saliency | None) -> None:
     classes, scores = read_cams(cams.path(image_id))
     if saliency is not None:

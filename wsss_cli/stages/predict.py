@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from wsss_cli.data.dataset import ImageFolder, VocDataset
+from wsss_cli.data.dataset import ImageFolder, LabelledDataset, open_dataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.data.overlay import OVERLAY_FOLDER, OverlayWriter, class_name
 from wsss_cli.errors import WsssError
@@ -80,21 +80,21 @@ def default_model(layout: Layout) -> Path:
                     "(run train-seg first)")
 
 
-def _source(cfg: PredictConfig) -> tuple[VocDataset | ImageFolder, list[str], str]:
+def _source(cfg: PredictConfig) -> tuple[LabelledDataset | ImageFolder, list[str], str]:
     """(image reader, ids, default output name) of ``--images`` or ``--data --split``."""
     if cfg.images is not None:
         folder = ImageFolder(cfg.images)
         return folder, folder.ids(), Path(cfg.images).resolve().name
     if cfg.data is None:
         raise WsssError("give --data (with --split) or --images")
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     return data, data.ids(cfg.split), cfg.split
 
 
-def _class_names(images: VocDataset | ImageFolder, meta: dict[str, Any]) -> tuple[str, ...]:
+def _class_names(images: LabelledDataset | ImageFolder, meta: dict[str, Any]) -> tuple[str, ...]:
     """The dataset's class names; for ``--images`` the checkpoint's (train-seg and
     train-single-stage save them), else ``class<i>``."""
-    if isinstance(images, VocDataset):
+    if isinstance(images, LabelledDataset):
         return tuple(images.classes)
     names = tuple(meta.get("classes") or ())
     return tuple(class_name(names, i) for i in range(meta.get("num_classes", len(names))))
@@ -143,7 +143,7 @@ def run(cfg: PredictConfig) -> Path:
     overlay = overlay_default if cfg.overlay is None else cfg.overlay
     cfg = replace(cfg, overlay=None if overlay == overlay_default else overlay)
     model_path = Path(cfg.model) if cfg.model else default_model(layout)
-    num_classes = images.num_classes if isinstance(images, VocDataset) else None
+    num_classes = images.num_classes if isinstance(images, LabelledDataset) else None
     model, meta = load_model(model_path, SEGMENTERS, num_classes)
     names = _class_names(images, meta)
     predictions = layout.labels(cfg.out) if cfg.out else layout.predictions(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from wsss_cli import ops
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
@@ -76,7 +76,7 @@ class RandomWalkConfig(NetworkPassConfig):
 
 def run(cfg: RandomWalkConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout = Layout(cfg.workdir)
     model_path = Path(cfg.aff_model or layout.model(AFFINITY))
     model, meta = load_model(model_path, (AFFINITY,))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from wsss_cli.data.augment import AugmentConfig
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.loaders import AffinitySet
 from wsss_cli.errors import WsssError
 from wsss_cli.models.affinity_net import AffinityNet, affinity_loss, pair_affinities
@@ -65,7 +65,7 @@ def run(cfg: TrainAffConfig) -> Path:
     if cfg.backbone is None:
         cfg = replace(cfg, backbone=classifier_backbone(layout))
     cfg = fill_from_preset(cfg, PRESETS)
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     labels = layout.labels(cfg.aff_labels)
     missing = labels.missing(ids)

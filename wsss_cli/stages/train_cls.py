@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from wsss_cli import ops
 from wsss_cli.cam_methods import CAM_METHODS, CamMethod, acol, erasing, mdc
 from wsss_cli.data.augment import AugmentConfig
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.models.kinds import CLASSIFIER
 from wsss_cli.options import option
@@ -104,7 +104,7 @@ def train_network(cfg: TrainClsConfig, method: CamMethod, name: str,
                   erased: ArtifactSet | None = None) -> Path:
     """Train ``method``'s network (recorded as method ``name``) on a resolved config, on
     images with the ``erased`` regions set to the mean where given; returns its model."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     inputs = None if erased is None else Workdir(cfg.workdir).producer_hashes(
         Workdir(cfg.workdir).producer_of(erased.name) or "")

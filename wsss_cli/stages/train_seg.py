@@ -10,6 +10,7 @@ split's ground truth every ``--val-every`` epochs and the mIoU goes to ``metrics
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from wsss_cli import ops
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import LabelledDataset, open_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import class_probs
 from wsss_cli.models.kinds import SEGMENTATION
@@ -85,6 +86,9 @@ class TrainSegConfig(TrainingConfig):
                                                    "mean below RATIO x that to the band's background "
                                                    "mean. 0 = the whole band.", min=0, metavar="RATIO",
                                              default_text="1.5 for tiny, 0 for the others")
+    class_weights: tuple[float, ...] | None = option(
+        None, "Cross-entropy weight of each class, background first (--loss ce).", min=0,
+        metavar="W0 W1 ...", hashed="unless-default", default_text="1 for every class")
     val_split: str | None = option(None, "Split evaluated against its ground truth during training "
                                          "(e.g. val).")
     val_every: int = option(1, "Evaluate --val-split every N epochs.", min=1)
@@ -97,7 +101,7 @@ class TrainSegConfig(TrainingConfig):
         return replace(super().loop(), lr_phases=self.lr_phases or 0)
 
 
-def validation_hook(cfg: TrainSegConfig, data: VocDataset, logger: Any) -> EpochHook | None:
+def validation_hook(cfg: TrainSegConfig, data: LabelledDataset, logger: Any) -> EpochHook | None:
     """Every ``val_every`` epochs (and after the last): mIoU on ``val_split``'s ground truth,
     single scale, no flip."""
     if cfg.val_split is None:
@@ -137,9 +141,12 @@ def run(cfg: TrainSegConfig) -> Path:
     """Train the segmentation network; returns ``WORKDIR/seg/model.pt``."""
     cfg = resolved(cfg)
     loss = SEG_LOSSES.get(cfg.loss)
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     layout = Layout(cfg.workdir)
+    if cfg.class_weights is not None and len(cfg.class_weights) != data.num_classes:
+        raise WsssError(f"--class-weights: {len(cfg.class_weights)} weights for "
+                        f"{data.num_classes} classes (background first)")
     label_dir = Path(cfg.labels or layout.labels(cfg.pseudo).folder)
     missing = [i for i in ids if not (label_dir / f"{i}.png").exists()]
     if missing:
@@ -165,7 +172,7 @@ def run(cfg: TrainSegConfig) -> Path:
         meta = {"kind": SEGMENTATION, "backbone": cfg.backbone, "num_classes": data.num_classes,
                 "head": cfg.head, "refine": cfg.refine, "classes": list(data.classes)}
         final = fit(model, param_groups(model.backbone, model.head, cfg.lr, loop.head_lr_mult),
-                    dataset, loss.step, loop, job.model_dir, cfg.runtime, meta, job.logger,
+                    dataset, partial(loss.step, cfg), loop, job.model_dir, cfg.runtime, meta, job.logger,
                     validation_hook(cfg, data, job.logger))
         job.record.update(images=len(ids))
     return final

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from wsss_cli import ops
 from wsss_cli.data.augment import AugmentConfig
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.loaders import ClassificationSet
 from wsss_cli.errors import WsssError
 from wsss_cli.models.kinds import SINGLE_STAGE
@@ -179,7 +179,7 @@ class SingleStageStep:
 def run(cfg: TrainSingleStageConfig) -> Path:
     """Train the single-stage network; returns ``WORKDIR/single_stage/model.pt``."""
     cfg = cfg.resolved()
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     with training_run(STAGE, cfg, SINGLE_STAGE, data, ids) as job:
         if job.finished_before:

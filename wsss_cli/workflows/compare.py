@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss_cli.cam_methods import CAM_METHODS
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import format_table
 from wsss_cli.options import option
@@ -73,6 +74,10 @@ HEADERS = ["method", "best thr", "mIoU", "fg prec", "fg rec", "Otsu thr", "mIoU"
 
 def run(cfg: CompareConfig) -> Path:
     """Train, dump and score every method; returns ``WORKDIR/eval/compare_<split>.json``."""
+    data = open_dataset(cfg.data)
+    if not data.has_masks(data.ids(cfg.split)):
+        raise WsssError(f"--split {cfg.split}: compare scores against ground-truth masks and "
+                        f"{cfg.data} has none for it")
     rows = [_compare_one(cfg, name) for name in cfg.names()]
     out = Layout(cfg.workdir).eval(f"compare_{cfg.split}")
     write_json(out, {"split": cfg.split, "backbone": cfg.backbone, "methods": rows})

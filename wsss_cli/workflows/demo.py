@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.evaluation import evaluate_folder, format_table
 from wsss_cli.options import option
@@ -127,7 +127,7 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
     labels = random_walk.run(random_walk.RandomWalkConfig(
         **common, workers=cfg.workers, jobs=cfg.jobs, cams="cams_seam",
         aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
-    data = VocDataset(workdir / "data")
+    data = open_dataset(workdir / "data")
     result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
                              data.classes, cfg.runtime)
     write_json(Layout(workdir).eval("pseudo_seam_train"), result)
@@ -141,7 +141,7 @@ def _evaluate(cfg: DemoConfig, workdir: Path, root: Path) -> tuple[list[tuple[st
     cam = eval_cams.run(eval_cams.EvalCamsConfig(data=root, workdir=workdir, runtime=cfg.runtime,
                                                  crf=True, jobs=cfg.jobs,
                                                  crf_power=WALK_PRESETS["tiny"]["crf_power"]))
-    data = VocDataset(root)
+    data = open_dataset(root)
     layout = Layout(workdir)
     gt = root / "SegmentationClass"
     rows = [(f"CAM (threshold {cam['best_threshold']:.2f})", "train", cam["miou"]),

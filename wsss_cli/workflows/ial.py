@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from wsss_cli import ops
-from wsss_cli.data.dataset import VocDataset
+from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.evaluation import format_table, iou_summary
 from wsss_cli.models.backbones import BACKBONES
@@ -71,6 +71,10 @@ class IalConfig:
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
+    reweight: bool = option(True, "IAL: weight each class in the unary network's loss by its share "
+                                  "of the last round's labels over its share of their confident "
+                                  "part (the part it learns), so that mining confident regions "
+                                  "does not shrink the objects round after round.")
 
 
 def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.MakeAffLabelsConfig,
@@ -93,7 +97,8 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
         this = IalRound(k)
         train_seg.run(replace(unary, backbone=backbone, labels=None, pseudo=IalRound(k - 1).supervision,
                               out=this.unary, resume=True, val_split=None,
-                              epochs=ial.unary_epochs))
+                              epochs=ial.unary_epochs,
+                              class_weights=class_weights(seeds, k - 1) if ial.reweight else None))
         mine_candidates(CandidatesConfig(**network, round=k, region_ratio=ial.region_ratio))
         mine_regions(RegionsConfig(**common, round=k))
         train_pairwise(TrainPairwiseConfig(**common, backbone=backbone, round=k, workers=dump.workers,
@@ -112,12 +117,30 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
     return link_final(PerImageConfig(**common), IalRound(ial.rounds), final_set)
 
 
+def class_weights(cfg: PerImageConfig, k: int) -> tuple[float, ...] | None:
+    """Per class (background first): its share of round ``k``'s labels over its share of
+    round ``k``'s supervision, relative to the background's (1 for a class the supervision
+    lacks); None for round 0, whose seeds are both."""
+    if k == 0:
+        return None
+    data, layout, this = open_dataset(cfg.data), Layout(cfg.workdir), IalRound(k)
+    labels, supervision = layout.labels(this.labels), layout.labels(this.supervision)
+    full, sampled = np.zeros(data.num_classes, np.int64), np.zeros(data.num_classes, np.int64)
+    for image_id in data.ids(cfg.split):
+        full += np.bincount(read_mask(labels.path(image_id)).ravel(), minlength=256)[: data.num_classes]
+        sampled += np.bincount(read_mask(supervision.path(image_id)).ravel(),
+                               minlength=256)[: data.num_classes]
+    ratio = np.where(sampled > 0, full / np.maximum(sampled, 1), 0.0)
+    weights = np.where(sampled > 0, ratio / max(ratio[0], 1e-8), 1.0)
+    return tuple(round(float(w), 3) for w in weights)
+
+
 def round_quality(cfg: PerImageConfig, k: int) -> list[Any] | None:
     """With ground truth: round ``k``'s label mIoU, and the precision and coverage of its
     confident regions (what the pairwise network learns) and of the next round's
     supervision (round 0: the seeds alone), written to ``eval/ial_round<k>.json``; None
     without ground truth."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     ids = data.ids(cfg.split)
     if not data.has_masks(ids):
         return None
@@ -152,7 +175,7 @@ def partial_quality(labels: ArtifactSet, gt: dict[str, np.ndarray]) -> dict[str,
 def link_final(cfg: PerImageConfig, last: IalRound, name: str) -> Path:
     """The last round's labels as the set ``name`` (hard links where the file system allows);
     a set made by another stage (random-walk) is replaced only with ``--overwrite``."""
-    data = VocDataset(cfg.data)
+    data = open_dataset(cfg.data)
     layout = Layout(cfg.workdir)
     source, out = layout.labels(last.labels), layout.labels(name)
     workdir, entry = Workdir(cfg.workdir), entry_name("ial", name, Layout.PSEUDO)
