@@ -7,8 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from stage_runs import build_reference, invoke, stage_args
+from click.testing import CliRunner
+from stage_runs import GLOBAL, build_reference, invoke, stage_args
 
+from wsss_cli.cli import main
 from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.evaluation import evaluate_folder, iou_summary
@@ -102,3 +104,21 @@ def test_diagnose_needs_ground_truth(reference, tmp_path):
 
     result = CliRunner().invoke(main, ["diagnose", "--data", str(bare), "--workdir", str(workdir)])
     assert result.exit_code == 2 and "needs ground-truth masks" in result.output
+
+
+def test_one_walk_writes_the_labels_with_and_without_crf(reference, tmp_path):
+    data, workdir = reference
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work)
+    invoke([*stage_args("random-walk", data, work), "--out", "both", "--no-crf-out", "both_nocrf"])
+    for name, separate in (("both", "pseudo"), ("both_nocrf", "pseudo_nocrf")):
+        files = sorted((work / name).glob("*.png"))
+        assert [p.name for p in files] == sorted(p.name for p in (workdir / separate).glob("*.png"))
+        for path in files:  # the same labels as the two separate walks
+            np.testing.assert_array_equal(read_mask(path), read_mask(workdir / separate / path.name))
+    state = json.loads((work / "state.json").read_text())
+    assert state["random-walk:both"]["also_writes"] == ["both_nocrf"]
+    result = CliRunner().invoke(main, [*GLOBAL, *stage_args("random-walk", data, work), "--no-crf",
+                                       "--out", "x", "--no-crf-out", "y"])
+    assert result.exit_code == 2 and "--no-crf-out" in result.output
+    assert not (work / "x").exists() and not (work / "y").exists()

@@ -21,6 +21,7 @@ from wsss_cli.data.augment import normalize, resize
 from wsss_cli.data.io import write_palette_png
 from wsss_cli.data.loaders import ImageSet
 from wsss_cli.runtime import Runtime
+from wsss_cli.workdir import ArtifactSet
 
 MapFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,7 +113,10 @@ LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 crf: Crf | None, crf_power: float, extra: LabelExtra | None) -> None:
+                 crf: Crf | None, crf_power: float, extra: LabelExtra | None,
+                 before_crf: ArtifactSet | None) -> None:
+    if before_crf is not None:
+        write_palette_png(before_crf.path(path.stem), scores_to_label(image, scores, classes, None))
     label = scores_to_label(image, scores, classes, crf, crf_power)
     if extra is not None:  # first: the PNG marks the image done, for resuming
         extra(path, image, label)
@@ -121,14 +125,15 @@ def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.
 
 def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
                  progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None,
-                 crf_power: float = 1.0) -> None:
+                 crf_power: float = 1.0, before_crf: ArtifactSet | None = None) -> None:
     """Write one palette PNG per task; CRF (None: none) and PNG encoding run on ``jobs``
     processes (one with the CRF on the GPU) while the caller's generator computes the next
     scores (on the GPU or torch's threads).
 
     ``extra`` (picklable: a module-level function or a dataclass instance) is called in
     the same process with the PNG's path, the image and its label before the PNG is
-    written, so that an image whose PNG exists has its extra output too.
+    written, so that an image whose PNG exists has its extra output too. ``before_crf``:
+    a set that also gets the labels without the CRF, first too.
     """
     threads = torch.get_num_threads()
     jobs = crf.jobs(jobs) if crf is not None else jobs
@@ -137,7 +142,7 @@ def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-            work = (delayed(_write_label)(*task, crf, crf_power, extra) for task in tasks)
+            work = (delayed(_write_label)(*task, crf, crf_power, extra, before_crf) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

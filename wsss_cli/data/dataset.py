@@ -25,6 +25,7 @@ import functools
 import json
 import re
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -67,10 +68,10 @@ def checked_id(image_id: str, root: Path) -> str:
     return image_id
 
 
-class LabelledDataset:
+class LabelledDataset(ABC):
     """Read-only view of a dataset; every failure is a one-line WsssError. A layout sets
-    ``root``, ``classes`` (background first) and ``layout`` and provides ``ids``,
-    ``image_path``, ``mask_path`` and ``labels``."""
+    ``root``, ``classes`` (background first) and ``layout`` and provides ``splits``,
+    ``listed_ids``, ``image_path``, ``mask_path`` and ``labels``."""
 
     root: Path
     classes: tuple[str, ...]
@@ -81,13 +82,15 @@ class LabelledDataset:
         """Number of classes including background."""
         return len(self.classes)
 
+    @abstractmethod
     def splits(self) -> list[str]:
         """The names of the splits the dataset defines."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def listed_ids(self, split: str) -> list[str]:
         """The ids ``split`` lists, unchecked."""
-        raise NotImplementedError
+        ...
 
     def ids(self, split: str) -> list[str]:
         """The image ids of ``split``, checked: safe names, an image for each, not empty."""
@@ -114,16 +117,19 @@ class LabelledDataset:
                 found.append(str(e))
         return found
 
+    @abstractmethod
     def image_path(self, image_id: str) -> Path:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def mask_path(self, image_id: str) -> Path | None:
         """The ground-truth PNG of an image, None without one."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def labels(self, image_id: str) -> list[int]:
         """Sorted foreground class indices (1..num_classes-1) present in the image."""
-        raise NotImplementedError
+        ...
 
     def check(self, ids: list[str], progress: Callable[..., Iterable] | None = None) -> None:
         """Check every image of ``ids`` cheaply (:func:`check_image`) and its labels, so a

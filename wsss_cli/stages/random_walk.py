@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from wsss_cli import ops
 from wsss_cli.data.dataset import open_dataset
+from wsss_cli.errors import WsssError
 from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
 from wsss_cli.options import default_of, option
@@ -65,6 +66,10 @@ class RandomWalkConfig(NetworkPassConfig):
                                                    "more (VOC), else the integer factor (at most "
                                                    "4) bringing it nearest 512 px, 4 at 128 px")
     crf: bool = option(True, "Dense CRF on the walked scores.")
+    no_crf_out: str | None = option(None, "Also write the labels before the CRF to this set (a "
+                                          "folder name under WORKDIR): one walk for both, as "
+                                          "wsss demo and diagnose use them.", metavar="NAME",
+                                    hashed="unless-default")
     crf_iters: int = crf_iters_option()
     crf_backend: str = crf_backend_option()
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
@@ -83,11 +88,16 @@ def run(cfg: RandomWalkConfig) -> Path:
     cfg = fill_unset(cfg, method_preset(cfg.workdir, cfg.cams, STAGE))
     cfg = fill_from_preset(cfg, PRESETS, meta["backbone"])
     settings = walk_settings(cfg, meta["backbone"])
+    if cfg.no_crf_out is not None and not cfg.crf:
+        raise WsssError("--no-crf-out: with --no-crf the labels have no CRF to leave out; use --out")
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
+    before_crf = None if cfg.no_crf_out is None else layout.labels(cfg.no_crf_out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
               "model_digest": file_digest(model_path)}
     with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data, data.ids(cfg.split), labels,
                        inputs) as job:
+        if before_crf is not None:
+            job.record.update(also_writes=[before_crf.name])
         device, amp, loader = prepare_inference(model, cfg.runtime, cfg.amp, data, job.todo,
                                                 cfg.workers)
 
@@ -99,7 +109,7 @@ def run(cfg: RandomWalkConfig) -> Path:
                 yield labels.path(image_id), image, scores, classes
 
         write_labels(walked(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
-                     crf_power=cfg.crf_power)
+                     crf_power=cfg.crf_power, before_crf=before_crf)
     return labels.folder
 
 

@@ -62,13 +62,10 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
         dump_cams=dump_cams.DumpCamsConfig(**common, workers=cfg.workers),
         make_aff_labels=make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs),
         train_aff=train_aff.TrainAffConfig(**common, epochs=cfg.epochs, workers=cfg.workers),
-        random_walk=random_walk.RandomWalkConfig(**common, crf=True, workers=cfg.workers,
-                                                 jobs=cfg.jobs),
+        random_walk=random_walk.RandomWalkConfig(**common, crf=True, no_crf_out=Layout.PSEUDO_NO_CRF,
+                                                 workers=cfg.workers, jobs=cfg.jobs),
     )
     make_pseudo.run(pseudo)
-    walk_only = random_walk.RandomWalkConfig(**common, crf=False, out=Layout.PSEUDO_NO_CRF,
-                                             workers=cfg.workers, jobs=cfg.jobs)
-    random_walk.run(walk_only)
 
     train_seg.run(train_seg.TrainSegConfig(**common, backbone="tiny", epochs=cfg.epochs,
                                            workers=cfg.workers))
