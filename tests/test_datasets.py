@@ -290,3 +290,19 @@ def test_coco128_as_coco_agrees_with_its_voc_copy(coco128: Path, tmp_path: Path)
         assert result.exit_code == 0, (step, result.output)
     scored = json.loads((tmp_path / "work" / "eval" / "cams_train.json").read_text())
     assert scored["images"] == 12 and 0 <= scored["miou"] <= 100
+
+
+def test_eval_scores_against_a_datasets_masks(tmp_path: Path) -> None:
+    data = open_dataset(make_coco(tmp_path / "coco"))
+    pred = tmp_path / "pred"
+    right = data.read_mask("a")
+    write_palette_png(pred / "a.png", np.where(right == 255, 0, right))  # perfect where scored
+    wrong = data.read_mask("b")
+    write_palette_png(pred / "b.png", np.where(wrong == 3, 1, wrong))  # the dog called a person
+    result = _invoke(["eval", "--pred", str(pred), "--data", str(tmp_path / "coco")])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((pred / "eval.json").read_text())
+    assert scored["images"] == 2 and list(scored["per_class"]) == list(data.classes)
+    assert scored["per_class"]["car"] == 100.0 and scored["per_class"]["dog"] == 0.0
+    neither = _invoke(["eval", "--pred", str(pred)])
+    assert neither.exit_code == 2 and "--gt FOLDER or as --data" in neither.output

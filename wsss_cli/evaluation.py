@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +129,14 @@ def image_otsu_labels(cams: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray
     return np.where(top > threshold, best, 0).astype(np.uint8), threshold
 
 
-def evaluate_folder(pred: Path, gt: Path, ids: list[str], names: tuple[str, ...],
-                    runtime: Runtime) -> dict:
-    """Accumulate one confusion matrix over ``ids`` and summarise it."""
+def evaluate_folder(pred: Path, truth: Path | Callable[[str], np.ndarray], ids: list[str],
+                    names: tuple[str, ...], runtime: Runtime) -> dict:
+    """Accumulate one confusion matrix of ``pred/<id>.png`` over ``ids`` against the ground
+    truth: ``truth/<id>.png``, or ``truth(id)`` (a dataset's ``read_mask``); summarise it."""
     confusion = np.zeros((len(names), len(names)), np.int64)
     for image_id in runtime.progress(ids, "eval"):
-        p, g = read_mask(pred / f"{image_id}.png"), read_mask(gt / f"{image_id}.png")
+        p = read_mask(pred / f"{image_id}.png")
+        g = truth(image_id) if callable(truth) else read_mask(truth / f"{image_id}.png")
         if p.shape != g.shape:
             raise WsssError(f"{pred / image_id}.png: size {p.shape[::-1]} differs from its "
                             f"ground truth {g.shape[::-1]}")

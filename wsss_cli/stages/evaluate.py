@@ -1,11 +1,12 @@
-"""eval: mIoU of a folder of predicted class-index PNGs against a ground-truth folder."""
+"""eval: mIoU of a folder of predicted class-index PNGs against a ground-truth folder, or
+against the masks of a dataset (``--data``: any layout, COCO's rendered masks too)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss_cli.data.dataset import VOC_CLASSES
+from wsss_cli.data.dataset import VOC_CLASSES, open_dataset
 from wsss_cli.errors import WsssError
 from wsss_cli.evaluation import evaluate_folder, format_iou_table
 from wsss_cli.options import option
@@ -16,7 +17,11 @@ from wsss_cli.workdir import write_json
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     pred: Path = option(help="Folder of predicted PNGs.", exists=True, file_okay=False)
-    gt: Path = option(help="Folder of ground-truth PNGs.", exists=True, file_okay=False)
+    gt: Path | None = option(None, "Folder of ground-truth PNGs.", exists=True, file_okay=False,
+                             default_text="the masks of --data")
+    data: Path | None = option(None, "A dataset (any layout --data reads: VOC, COCO, labels.csv "
+                                     "with masks/) whose masks and class names to score against, "
+                                     "instead of --gt.", exists=True, file_okay=False)
     num_classes: int | None = option(None, "Classes incl. background.", min=2,
                                      default_text="from --classes, else 21")
     classes: Path | None = option(None, "classes.txt (background first) for the table's names.",
@@ -39,9 +44,11 @@ def class_names(cfg: EvalConfig) -> tuple[str, ...]:
 
 
 def run(cfg: EvalConfig) -> dict:
-    pred, gt = Path(cfg.pred), Path(cfg.gt)
-    for folder, flag in ((pred, "--pred"), (gt, "--gt")):
-        if not folder.is_dir():
+    if (cfg.gt is None) == (cfg.data is None):
+        raise WsssError("give the ground truth as --gt FOLDER or as --data DATASET (one of them)")
+    pred = Path(cfg.pred)
+    for folder, flag in ((pred, "--pred"), (cfg.gt, "--gt")):
+        if folder is not None and not Path(folder).is_dir():
             raise WsssError(f"{flag} {folder}: not a folder")
     if cfg.ids is not None:
         ids = [ln.split()[0] for ln in Path(cfg.ids).read_text().splitlines() if ln.strip()]
@@ -49,7 +56,12 @@ def run(cfg: EvalConfig) -> dict:
         ids = sorted(p.stem for p in pred.glob("*.png"))
     if not ids:
         raise WsssError(f"--pred {pred}: no PNG predictions to evaluate")
-    result = evaluate_folder(pred, gt, ids, class_names(cfg), cfg.runtime)
+    if cfg.data is not None:
+        data = open_dataset(cfg.data)
+        names = class_names(cfg) if cfg.classes or cfg.num_classes else data.classes
+        result = evaluate_folder(pred, data.read_mask, ids, names, cfg.runtime)
+    else:
+        result = evaluate_folder(pred, Path(cfg.gt), ids, class_names(cfg), cfg.runtime)
     write_json(Path(cfg.out or pred / "eval.json"), result)
     print(format_iou_table(result))
     return result
