@@ -71,10 +71,12 @@ class IalConfig:
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
-    reweight: bool = option(True, "IAL: weight each class in the unary network's loss by its share "
-                                  "of the last round's labels over its share of their confident "
-                                  "part (the part it learns), so that mining confident regions "
-                                  "does not shrink the objects round after round.")
+    reweight_power: float = option(1.0, "IAL: weight each class in the unary network's loss by "
+                                        "(its share of the last round's labels / its share of "
+                                        "their confident part, the part it learns)^POWER, so "
+                                        "that mining confident regions does not shrink the "
+                                        "objects round after round; 0 = unweighted.", min=0,
+                                   metavar="POWER")
 
 
 def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.MakeAffLabelsConfig,
@@ -98,7 +100,7 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
         train_seg.run(replace(unary, backbone=backbone, labels=None, pseudo=IalRound(k - 1).supervision,
                               out=this.unary, resume=True, val_split=None,
                               epochs=ial.unary_epochs,
-                              class_weights=class_weights(seeds, k - 1) if ial.reweight else None))
+                              class_weights=class_weights(seeds, k - 1, ial.reweight_power)))
         mine_candidates(CandidatesConfig(**network, round=k, region_ratio=ial.region_ratio))
         mine_regions(RegionsConfig(**common, round=k))
         train_pairwise(TrainPairwiseConfig(**common, backbone=backbone, round=k, workers=dump.workers,
@@ -117,11 +119,11 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
     return link_final(PerImageConfig(**common), IalRound(ial.rounds), final_set)
 
 
-def class_weights(cfg: PerImageConfig, k: int) -> tuple[float, ...] | None:
+def class_weights(cfg: PerImageConfig, k: int, power: float = 1.0) -> tuple[float, ...] | None:
     """Per class (background first): its share of round ``k``'s labels over its share of
     round ``k``'s supervision, relative to the background's (1 for a class the supervision
-    lacks); None for round 0, whose seeds are both."""
-    if k == 0:
+    lacks), to the ``power``; None for round 0, whose seeds are both, or power 0."""
+    if k == 0 or power == 0:
         return None
     data, layout, this = open_dataset(cfg.data), Layout(cfg.workdir), IalRound(k)
     labels, supervision = layout.labels(this.labels), layout.labels(this.supervision)
@@ -132,7 +134,7 @@ def class_weights(cfg: PerImageConfig, k: int) -> tuple[float, ...] | None:
                                minlength=256)[: data.num_classes]
     ratio = np.where(sampled > 0, full / np.maximum(sampled, 1), 0.0)
     weights = np.where(sampled > 0, ratio / max(ratio[0], 1e-8), 1.0)
-    return tuple(round(float(w), 3) for w in weights)
+    return tuple(round(float(w) ** power, 3) for w in weights)
 
 
 def round_quality(cfg: PerImageConfig, k: int) -> list[Any] | None:
