@@ -202,7 +202,7 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
                          for i in ids)[: dataset.num_classes]
                      for folder in (IalRound(1).labels, IalRound(1).supervision))
     ratio = full / np.maximum(sampled, 1)
-    want = np.where(sampled > 0, ratio / ratio[0], 1.0)
+    want = np.where(sampled > 0, ratio / ratio[0], 1.0) ** 2  # --reweight-power 2
     stages = json.loads((workdir / "state.json").read_text())
     weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
     np.testing.assert_allclose(weights, want, atol=5e-4)

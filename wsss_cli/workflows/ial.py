@@ -71,7 +71,7 @@ class IalConfig:
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
     crf_power: float | None = crf_power_option(None, default_text="per backbone")
-    reweight_power: float = option(1.0, "IAL: weight each class in the unary network's loss by "
+    reweight_power: float = option(2.0, "IAL: weight each class in the unary network's loss by "
                                         "(its share of the last round's labels / its share of "
                                         "their confident part, the part it learns)^POWER, so "
                                         "that mining confident regions does not shrink the "
