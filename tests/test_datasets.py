@@ -83,7 +83,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_coco_classes_labels_splits(tmp_path: Path) -> None:
+def test_coco_classes_labels_splits(tmp_path: Path, cache: Path) -> None:
     data = open_dataset(make_coco(tmp_path / "coco"))
     assert data.layout == "coco"
     assert data.classes == ("background", "person", "car", "dog")  # category id order
@@ -94,6 +94,7 @@ def test_coco_classes_labels_splits(tmp_path: Path) -> None:
     assert data.image_path("c") == tmp_path / "coco" / "val2014" / "c.jpg"
     with pytest.raises(WsssError, match="--split test"):
         data.ids("test")
+    assert data.has_masks(data.ids("train")) and not list(cache.rglob("*.png"))  # none rendered yet
 
 
 def test_coco_masks_overlap_crowd_rle_and_cache(tmp_path: Path, cache: Path,

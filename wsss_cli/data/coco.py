@@ -162,6 +162,10 @@ class CocoDataset(LabelledDataset):
     def labels(self, image_id: str) -> list[int]:
         return list(self._entry(image_id)[1][3])
 
+    def has_mask(self, image_id: str) -> bool:
+        self._entry(image_id)
+        return True  # every annotated image has one, all background where nothing is
+
     def mask_path(self, image_id: str) -> Path | None:
         split, (_, height, width, _) = self._entry(image_id)
         path = self._cache(split) / "masks" / f"{image_id}.png"

@@ -140,7 +140,11 @@ class LabelledDataset(ABC):
             self.labels(image_id)
 
     def has_masks(self, ids: list[str]) -> bool:
-        return all(self.mask_path(i) is not None for i in ids)
+        return all(self.has_mask(i) for i in ids)
+
+    def has_mask(self, image_id: str) -> bool:
+        """Whether the image has ground truth (without rendering it where masks are made)."""
+        return self.mask_path(image_id) is not None
 
     def read_image(self, image_id: str) -> np.ndarray:
         """RGB uint8 ``[H, W, 3]``."""

@@ -112,7 +112,7 @@ def choose_samples(workdir: Path, data: LabelledDataset | None, split: str, n: i
 
     def count(image_id: str) -> int:
         have = sum(s.path(image_id).exists() for s in sets.values())
-        return have + (data is not None and data.mask_path(image_id) is not None)
+        return have + (data is not None and data.has_mask(image_id))
 
     counts = {i: count(i) for i in ids}
     # take the best-equipped ids, then the next level, until there are n candidates
@@ -188,7 +188,7 @@ def worst_images(workdir: Path, data: LabelledDataset, split: str, n: int,
         ids = data.ids(split)
     except WsssError:
         return [], ""
-    with_gt = [i for i in ids if data.mask_path(i) is not None]
+    with_gt = [i for i in ids if data.has_mask(i)]
     if not with_gt:
         return [], "No ground truth in this split: no ranking by IoU."
     source = final_labels(workdir, split, with_gt)
