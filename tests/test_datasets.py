@@ -307,3 +307,23 @@ def test_eval_scores_against_a_datasets_masks(tmp_path: Path) -> None:
     assert scored["per_class"]["car"] == 100.0 and scored["per_class"]["dog"] == 0.0
     neither = _invoke(["eval", "--pred", str(pred)])
     assert neither.exit_code == 2 and "--gt FOLDER or as --data" in neither.output
+
+
+def test_import_dataset_failing_midway_leaves_nothing(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsss_cli.workflows import import_dataset
+
+    root = make_csv(tmp_path / "csv", ["x.jpg,dog", "photos/y.jpg,cat"])
+    calls = []
+
+    def failing_link(source: Path, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+
+    monkeypatch.setattr(import_dataset, "link_file", failing_link)
+    result = _invoke(["import-dataset", "--data", str(root), "--out", str(tmp_path / "voc")])
+    assert result.exit_code == 2 and "No space left" in result.output
+    assert len(calls) == 2 and not (tmp_path / "voc").exists() and not list(tmp_path.glob(".voc*"))

@@ -45,9 +45,13 @@ def run(cfg: ImportDatasetConfig) -> str:
             print(line, file=sys.stderr)
         raise WsssError(f"--data {cfg.data}: {len(problems)} bad rows (listed above); nothing written")
     staging = out.with_name(f".{out.name}.importing")
-    shutil.rmtree(staging, ignore_errors=True)
-    images = _write_voc(data, splits, staging, cfg.runtime)
-    staging.rename(out)
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed import left
+    try:
+        images = _write_voc(data, splits, staging, cfg.runtime)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return (f"wrote {images} images ({', '.join(splits)}), {data.num_classes - 1} classes from the "
             f"{data.layout} dataset {cfg.data} to {out} (VOC layout)")
 
