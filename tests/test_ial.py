@@ -116,6 +116,11 @@ def test_pairwise_losses_supervise_only_the_known_regions_and_reach_the_gates():
     assert smooth_loss.item() == pytest.approx(targets.pow(2).mean().item(), rel=1e-5)
     (region_loss + smooth_loss).backward()
     assert gates.grad.abs().sum() > 0
+    # class weights: a weighted mean over the known pixels (class 1 at 3, background at 1)
+    regions[0, 2:4] = 0
+    weighted, _ = pairwise_losses(gates, unary, regions, superpixels, torch.tensor([1.0, 3.0]))
+    want = (16 * 3 * -np.log(0.25) + 16 * -np.log(0.75)) / (16 * 3 + 16)
+    assert weighted.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_region_set_crops_regions_and_superpixel_ids_alike(tmp_path):
@@ -206,6 +211,7 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
     stages = json.loads((workdir / "state.json").read_text())
     weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
     np.testing.assert_allclose(weights, want, atol=5e-4)
+    assert stages[f"train-pairwise:{IalRound(2).pairwise}"]["settings"]["class_weights"] == weights
     assert stages[f"train-seg:{IalRound(1).unary}"]["settings"].get("class_weights") is None
     last = workdir / IalRound(ROUNDS).labels
     assert [p.read_bytes() for p in finished_files(workdir / "pseudo", ".png")] == \

@@ -69,10 +69,14 @@ class TrainPairwiseConfig(TrainingConfig):
     round: int = option(1, "IAL round.", min=1)
     smoothness_weight: float = option(1.0, "Weight of the superpixel smoothness term on the gates.",
                                       min=0)
+    class_weights: tuple[float, ...] | None = option(
+        None, "Cross-entropy weight of each class on the regions, background first.", min=0,
+        metavar="W0 W1 ...", hashed="unless-default", default_text="1 for every class")
 
 
 def pairwise_losses(gates: torch.Tensor, unary: torch.Tensor, regions: torch.Tensor,
-                    superpixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    superpixels: torch.Tensor, weight: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(region cross-entropy, gate smoothness) of raw gates ``[B, 4, 3, K, h, w]``, the unary
     distribution ``[B, K, h', w']``, regions ``[B, H, W]`` (255 = unknown) and superpixel ids
     ``[B, H, W]``."""
@@ -80,7 +84,7 @@ def pairwise_losses(gates: torch.Tensor, unary: torch.Tensor, regions: torch.Ten
     refined = F.interpolate(ops.spn_propagate(unary, gates), regions.shape[-2:], mode="bilinear",
                             align_corners=False).clamp_min(1e-6)
     log_p = (refined / refined.sum(1, keepdim=True)).log()
-    region_loss = F.nll_loss(log_p, regions, ignore_index=255) if (regions != 255).any() \
+    region_loss = F.nll_loss(log_p, regions, weight, ignore_index=255) if (regions != 255).any() \
         else log_p.sum() * 0
     grid = F.interpolate(superpixels[:, None].float(), gates.shape[-2:], mode="nearest")[:, 0]
     targets = ops.spn_gate_targets(grid.long())[:, :, :, None]
@@ -112,8 +116,9 @@ def train_pairwise(cfg: TrainPairwiseConfig) -> Path:
             images, region_maps, superpixels, present = batch
             with torch.no_grad():
                 probs = restricted(unary(images).float().softmax(1), present)
+            weight = None if cfg.class_weights is None else probs.new_tensor(cfg.class_weights)
             region_loss, smooth_loss = pairwise_losses(net(images).float(), probs, region_maps,
-                                                       superpixels)
+                                                       superpixels, weight)
             return region_loss + cfg.smoothness_weight * smooth_loss
 
         meta = {"kind": PAIRWISE, "backbone": cfg.backbone, "num_classes": data.num_classes}

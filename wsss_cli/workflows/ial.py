@@ -77,6 +77,8 @@ class IalConfig:
                                         "that mining confident regions does not shrink the "
                                         "objects round after round; 0 = unweighted.", min=0,
                                    metavar="POWER")
+    reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
+                                            "unary network's class weights too.")
 
 
 def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.MakeAffLabelsConfig,
@@ -97,17 +99,18 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
     table = [round_quality(seeds, 0)]
     for k in range(1, ial.rounds + 1):
         this = IalRound(k)
+        weights = class_weights(seeds, k - 1, ial.reweight_power)
         train_seg.run(replace(unary, backbone=backbone, labels=None, pseudo=IalRound(k - 1).supervision,
                               out=this.unary, resume=True, val_split=None,
-                              epochs=ial.unary_epochs,
-                              class_weights=class_weights(seeds, k - 1, ial.reweight_power)))
+                              epochs=ial.unary_epochs, class_weights=weights))
         mine_candidates(CandidatesConfig(**network, round=k, region_ratio=ial.region_ratio))
         mine_regions(RegionsConfig(**common, round=k))
         train_pairwise(TrainPairwiseConfig(**common, backbone=backbone, round=k, workers=dump.workers,
                                            amp=dump.amp, resume=True, epochs=ial.pairwise_epochs,
                                            pretrained=unary.pretrained,
                                            lr=ial.pairwise_lr,
-                                           smoothness_weight=ial.smoothness_weight))
+                                           smoothness_weight=ial.smoothness_weight,
+                                           class_weights=weights if ial.reweight_pairwise else None))
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
                             crf_backend=seeds.crf_backend,
                             crf_power=ial.crf_power, jobs=jobs))
