@@ -81,9 +81,8 @@ class CocoDataset(LabelledDataset):
             if index.get("version") == INDEX_VERSION:
                 return index
         coco = self._annotations(name)
-        order = sorted(c["id"] for c in coco["categories"])
+        position = category_positions(coco["categories"])
         names = {c["id"]: c["name"] for c in coco["categories"]}
-        position = {cat: n + 1 for n, cat in enumerate(order)}
         labels: dict[int, set[int]] = {}
         problems = []
         for ann in coco["annotations"]:
@@ -101,7 +100,7 @@ class CocoDataset(LabelledDataset):
                 continue
             images[image_id] = [image["file_name"], image["height"], image["width"],
                                 sorted(labels.get(image["id"], ()))]
-        index = {"version": INDEX_VERSION, "categories": [names[c] for c in order], "images": images,
+        index = {"version": INDEX_VERSION, "categories": [names[c] for c in position], "images": images,
                  "problems": problems}
         write_json(path, index)
         return index
@@ -117,6 +116,7 @@ class CocoDataset(LabelledDataset):
             raise WsssError(f"{path}: not a COCO instances file ({e})") from None
         return coco
 
+    @functools.cache  # noqa: B019 - one stat and hash per split, not one per mask
     def _cache(self, name: str) -> Path:
         path = self._annotation_files[name].resolve()
         stat = path.stat()
@@ -171,7 +171,7 @@ class CocoDataset(LabelledDataset):
         path = self._cache(split) / "masks" / f"{image_id}.png"
         if not path.exists():
             mask = render_mask(self._image_annotations(split).get(image_id, []), height, width,
-                               self._category_position(split))
+                               category_positions(self._annotations(split)["categories"]))
             with atomic_path(path) as tmp:
                 write_palette_png(tmp, mask)
         return path
@@ -185,10 +185,11 @@ class CocoDataset(LabelledDataset):
             grouped.setdefault(stem[ann["image_id"]], []).append(ann)
         return grouped
 
-    @functools.cache  # noqa: B019
-    def _category_position(self, name: str) -> dict[int, int]:
-        order = sorted(c["id"] for c in self._annotations(name)["categories"])
-        return {cat: n + 1 for n, cat in enumerate(order)}
+
+
+def category_positions(categories: list[dict]) -> dict[int, int]:
+    """COCO category id -> class index: 1, 2, ... in id order (background is 0)."""
+    return {cat: n + 1 for n, cat in enumerate(sorted(c["id"] for c in categories))}
 
 
 def render_mask(annotations: list[dict], height: int, width: int,

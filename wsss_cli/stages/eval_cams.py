@@ -59,8 +59,7 @@ def otsu_only(cfg: EvalCamsConfig, ids: list[str], cam_set: ArtifactSet, sweep: 
     for image_id in cfg.runtime.progress(ids, "eval-cams (no ground truth)"):
         classes, cams = read_cams(cam_set.path(image_id))
         sweep.add_scores(cams, classes)
-        threshold = image_otsu_labels(cams, classes)[1]
-        thresholds += [threshold] if threshold is not None else []
+        thresholds.append(image_otsu_labels(cams, classes)[1])
     otsu = sweep.otsu_index()
     result = {"split": cfg.split, "images": len(ids), "ground_truth": False, "miou": None,
               "best_threshold": None, "otsu": None if otsu is None else {"threshold": THRESHOLDS[otsu]},
@@ -69,8 +68,10 @@ def otsu_only(cfg: EvalCamsConfig, ids: list[str], cam_set: ArtifactSet, sweep: 
     return result
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(float(np.mean(values)), 4) if values else None
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None (images with classes), None if none."""
+    known = [v for v in values if v is not None]
+    return round(float(np.mean(known)), 4) if known else None
 
 
 def run(cfg: EvalCamsConfig) -> dict:
@@ -120,7 +121,7 @@ def evaluate(cfg: EvalCamsConfig) -> dict:
         sweep.add(gt, cams, classes)
         label, threshold = image_otsu_labels(cams, classes)
         per_image += ops.confusion_matrix(label, gt, data.num_classes)
-        thresholds += [threshold] if threshold is not None else []
+        thresholds.append(threshold)
     confusions = sweep.confusions()
     mious = [iou_summary(c, data.classes)["miou"] for c in confusions]
     best, otsu = int(np.argmax(mious)), sweep.otsu_index()

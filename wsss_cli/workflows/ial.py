@@ -129,12 +129,13 @@ def class_weights(cfg: PerImageConfig, k: int, power: float = 1.0) -> tuple[floa
     if k == 0 or power == 0:
         return None
     data, layout, this = open_dataset(cfg.data), Layout(cfg.workdir), IalRound(k)
-    labels, supervision = layout.labels(this.labels), layout.labels(this.supervision)
-    full, sampled = np.zeros(data.num_classes, np.int64), np.zeros(data.num_classes, np.int64)
-    for image_id in data.ids(cfg.split):
-        full += np.bincount(read_mask(labels.path(image_id)).ravel(), minlength=256)[: data.num_classes]
-        sampled += np.bincount(read_mask(supervision.path(image_id)).ravel(),
-                               minlength=256)[: data.num_classes]
+    ids = data.ids(cfg.split)
+
+    def pixels_per_class(labels: ArtifactSet) -> np.ndarray:
+        counts = sum(np.bincount(read_mask(labels.path(i)).ravel(), minlength=256) for i in ids)
+        return counts[: data.num_classes]
+
+    full, sampled = (pixels_per_class(layout.labels(name)) for name in (this.labels, this.supervision))
     ratio = np.where(sampled > 0, full / np.maximum(sampled, 1), 0.0)
     weights = np.where(sampled > 0, ratio / max(ratio[0], 1e-8), 1.0)
     return tuple(round(float(w) ** power, 3) for w in weights)
