@@ -22,6 +22,7 @@ from wsss_cli.data.io import read_id_png, read_mask, write_id_png, write_palette
 from wsss_cli.data.loaders import RegionSet
 from wsss_cli.data.toy import make_toy_dataset
 from wsss_cli.errors import WsssError
+from wsss_cli.inference import scores_to_label
 from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.runtime import Runtime
@@ -150,6 +151,30 @@ def test_final_set_refuses_to_mix_with_another_stages_labels(tmp_path):
     cfg = PerImageConfig(data=tmp_path / "toy", workdir=workdir, runtime=Runtime(quiet=True))
     with pytest.raises(WsssError, match="made by 'random-walk'; pass --overwrite"):
         link_final(cfg, IalRound(1), "pseudo")
+
+
+class _EraseClass:
+    """A stand-in CRF that hands every pixel of channel 2 to the background."""
+
+    def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        probs = probs.copy()
+        probs[0] += probs[2]
+        probs[2] = 0
+        return probs
+
+
+def test_keep_classes_restores_a_class_the_crf_erased_from_before_the_crf():
+    scores = np.zeros((3, 4, 4), np.float32)
+    scores[0] = 1.0
+    scores[1, :, :2] = 2.0  # class 5 on the left half
+    scores[2, 3, 3] = 2.0  # class 7: one pixel
+    image = np.zeros((4, 4, 3), np.uint8)
+    classes = np.array([5, 7])
+    erased = scores_to_label(image, scores, classes, _EraseClass())
+    assert not (erased == 7).any()
+    kept = scores_to_label(image, scores, classes, _EraseClass(), keep_classes=True)
+    assert kept[3, 3] == 7 and (kept == 7).sum() == 1
+    np.testing.assert_array_equal(kept[:, :2], 5)
 
 
 # ------------------------------------------------------------------ the round loop

@@ -91,20 +91,26 @@ class Crf:
 
 
 def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: Crf | None,
-                    crf_power: float = 1.0) -> np.ndarray:
+                    crf_power: float = 1.0, keep_classes: bool = False) -> np.ndarray:
     """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]``.
 
     Channel 0 is background, channel ``k`` is class ``classes[k - 1]``; with ``crf`` the
     scores raised to ``crf_power`` are normalised to a distribution and refined by that
-    dense CRF first.
+    dense CRF first. ``keep_classes``: a class the CRF erases from the image keeps its
+    pixels of the map without the CRF.
     """
-    if crf is not None and len(classes):
-        if crf_power != 1:
-            scores = np.power(np.maximum(scores, 0), crf_power)
-        probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
-        scores = crf(image, probs.astype(np.float32))
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
-    return channel_class[scores.argmax(axis=0)]
+    plain = channel_class[scores.argmax(axis=0)]
+    if crf is None or not len(classes):
+        return plain
+    if crf_power != 1:
+        scores = np.power(np.maximum(scores, 0), crf_power)
+    probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+    label = channel_class[crf(image, probs.astype(np.float32)).argmax(axis=0)]
+    if keep_classes:
+        erased = [c for c in classes if not (label == c).any()]
+        label = np.where(np.isin(plain, erased), plain, label)
+    return label
 
 
 LabelTask = tuple[Path, np.ndarray, np.ndarray, np.ndarray]  # (png, image, scores, classes)
@@ -114,10 +120,10 @@ LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                  crf: Crf | None, crf_power: float, extra: LabelExtra | None,
-                 before_crf: ArtifactSet | None) -> None:
+                 before_crf: ArtifactSet | None, keep_classes: bool) -> None:
     if before_crf is not None:
         write_palette_png(before_crf.path(path.stem), scores_to_label(image, scores, classes, None))
-    label = scores_to_label(image, scores, classes, crf, crf_power)
+    label = scores_to_label(image, scores, classes, crf, crf_power, keep_classes)
     if extra is not None:  # first: the PNG marks the image done, for resuming
         extra(path, image, label)
     write_palette_png(path, label)
@@ -125,7 +131,8 @@ def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.
 
 def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
                  progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None,
-                 crf_power: float = 1.0, before_crf: ArtifactSet | None = None) -> None:
+                 crf_power: float = 1.0, before_crf: ArtifactSet | None = None,
+                 keep_classes: bool = False) -> None:
     """Write one palette PNG per task; CRF (None: none) and PNG encoding run on ``jobs``
     processes (one with the CRF on the GPU) while the caller's generator computes the next
     scores (on the GPU or torch's threads).
@@ -133,7 +140,8 @@ def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
     ``extra`` (picklable: a module-level function or a dataclass instance) is called in
     the same process with the PNG's path, the image and its label before the PNG is
     written, so that an image whose PNG exists has its extra output too. ``before_crf``:
-    a set that also gets the labels without the CRF, first too.
+    a set that also gets the labels without the CRF, first too. ``keep_classes``: as
+    ``scores_to_label``'s.
     """
     threads = torch.get_num_threads()
     jobs = crf.jobs(jobs) if crf is not None else jobs
@@ -142,7 +150,8 @@ def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - jobs))
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
-            work = (delayed(_write_label)(*task, crf, crf_power, extra, before_crf) for task in tasks)
+            work = (delayed(_write_label)(*task, crf, crf_power, extra, before_crf,
+                                                    keep_classes) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

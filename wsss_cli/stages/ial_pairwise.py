@@ -10,7 +10,8 @@ share their weight among the neighbours in its superpixel, none across).
 
 ``ial-refine``: ``a_p`` of every image, restricted to its classes, (CRF,) argmax: the
 round's pseudo-labels; where they agree with the round's confident regions, they are the
-next round's supervision (255 elsewhere).
+next round's supervision (255 elsewhere). A labelled class the CRF erases from an image
+keeps its pixels from before the CRF (``keep_classes``): the image label says it is there.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class RefineConfig(NetworkPassConfig):
     crf_iters: int = crf_iters_option()
     crf_backend: str = crf_backend_option()
     crf_power: float = crf_power_option()
+    keep_classes: bool = option(True, "A labelled class the CRF erases from an image keeps its "
+                                      "pixels from before the CRF.")
     jobs: int = jobs_option()
 
 
@@ -198,5 +201,6 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
                 yield task
 
         write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
-                     ConfidentPart(layout.labels(this.regions), supervision), cfg.crf_power)
+                     ConfidentPart(layout.labels(this.regions), supervision), cfg.crf_power,
+                     keep_classes=cfg.keep_classes)
     return out

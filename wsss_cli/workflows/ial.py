@@ -77,6 +77,9 @@ class IalConfig:
                                         "that mining confident regions does not shrink the "
                                         "objects round after round; 0 = unweighted.", min=0,
                                    metavar="POWER")
+    keep_classes: bool = option(default_of(RefineConfig, "keep_classes"),
+                                "IAL: a labelled class the CRF erases from an image keeps its "
+                                "pixels from before the CRF.")
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
@@ -113,7 +116,7 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
                                            class_weights=weights if ial.reweight_pairwise else None))
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
                             crf_backend=seeds.crf_backend,
-                            crf_power=ial.crf_power, jobs=jobs))
+                            crf_power=ial.crf_power, keep_classes=ial.keep_classes, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
         print(format_table(["round", "labels mIoU", "regions precision", "supervision precision",
