@@ -40,6 +40,22 @@ def test_options_and_sections_reach_each_stage(tmp_path, monkeypatch):
     assert cfg.dump_cams.data == Path(tmp_path / "toy")
 
 
+def test_saliency_reaches_both_stages_and_its_help_says_what_each_does(tmp_path, monkeypatch):
+    (tmp_path / "toy").mkdir()
+    seen = {}
+    monkeypatch.setattr("wsss_cli.workflows.make_pseudo.run", lambda cfg: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(cli.main, ["make-pseudo", "--data", str(tmp_path / "toy"),
+                                           "--workdir", str(tmp_path / "w"), "--saliency",
+                                           "spectral"])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].make_aff_labels.saliency == seen["cfg"].random_walk.saliency == "spectral"
+    text = " ".join(CliRunner().invoke(cli.main, ["make-pseudo", "--help"]).output.split())
+    meaning = text[text.index("--saliency DIR"):text.index("--saliency-threshold")]
+    assert "make-aff-labels: The confident background" in meaning
+    assert "random-walk: Scale the walked background" in meaning
+    assert "dump-cams:" not in text  # an option every stage reads alike keeps one help
+
+
 @pytest.mark.slow
 def test_make_pseudo_on_real_photos(coco128, tmp_path):
     """train-cls + make-pseudo on the 97 labelled real photos: a valid label per image."""

@@ -14,6 +14,7 @@ from wsss_cli.data.dataset import VocDataset
 from wsss_cli.data.io import read_mask, write_palette_png
 from wsss_cli.data.saliency import Saliency
 from wsss_cli.data.toy import make_toy_dataset
+from wsss_cli.walk import with_saliency
 from wsss_cli.workdir import read_cams
 
 
@@ -118,6 +119,40 @@ def test_make_aff_labels_takes_its_confident_background_from_saliency(with_cams,
                                        "aff_bad"])
     assert result.exit_code == 2 and "saliency map missing" in result.output
     assert not (work / "aff_bad").exists()
+
+
+def test_saliency_scales_the_walked_background_around_one_half():
+    scores = np.full((2, 1, 3), 0.6, np.float32)
+    scaled = with_saliency(scores, np.array([[0.0, 0.5, 1.0]], np.float32), power=2)
+    np.testing.assert_allclose(scaled[0, 0], [0.6 * 4, 0.6, 0.0])
+    np.testing.assert_array_equal(scaled[1], scores[1])  # the classes are left alone
+    np.testing.assert_array_equal(scores[0], np.float32(0.6))  # the input is not changed
+
+
+def test_random_walk_takes_where_objects_are_from_saliency(with_cams, tmp_path):
+    data, work = with_cams
+    dataset = VocDataset(data)
+    invoke(stage_args("make-aff-labels", data, work))
+    invoke(stage_args("train-aff", data, work))
+    saliency = tmp_path / "sal"
+    write_saliency(dataset, saliency, 255)
+    # power 8: the background is 256 x 0.6 where saliency is 0 and nothing where it is 1
+    invoke([*stage_args("random-walk", data, work), "--no-crf", "--saliency", str(saliency),
+            "--saliency-power", "8", "--out", "pseudo_sal"])
+    invoke([*stage_args("random-walk", data, work), "--no-crf", "--out", "pseudo_plain"])
+    found = {"pseudo_sal": [], "pseudo_plain": []}
+    for image_id in dataset.ids("train"):
+        gt = dataset.read_mask(image_id)
+        assert (read_mask(work / "pseudo_sal" / f"{image_id}.png")[gt == 0] == 0).all()
+        for name, pixels in found.items():
+            pixels.append(read_mask(work / name / f"{image_id}.png")[gt != 0] != 0)
+    # on the objects, any walked CAM above zero now beats the background
+    assert np.concatenate(found["pseudo_sal"]).mean() > np.concatenate(found["pseudo_plain"]).mean() + 0.2
+    (saliency / f"{dataset.ids('train')[2]}.png").unlink()
+    result = CliRunner().invoke(main, [*GLOBAL, *stage_args("random-walk", data, work), "--saliency",
+                                       str(saliency), "--out", "pseudo_bad"])
+    assert result.exit_code == 2 and "saliency map missing" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (work / "pseudo_bad").exists()
 
 
 @pytest.mark.parametrize("source", ["spectral", "fine-grained"])

@@ -7,6 +7,7 @@ command line, ``--config`` files, ``wsss demo`` and the tests see the same defau
 
 from __future__ import annotations
 
+import copy
 import importlib
 import types
 import typing
@@ -260,18 +261,24 @@ def _add_commands() -> None:
 
 
 def _union_params(stages: tuple[str, ...]) -> list[click.Parameter]:
-    """The stages' options, each name once, then make-pseudo's own (--method, IAL's)."""
+    """The stages' options, each name once, then make-pseudo's own (--method, IAL's); an
+    option two stages read with different meanings says what it does in each."""
     from wsss_cli.workflows.ial import IalConfig
     from wsss_cli.workflows.make_pseudo import SECTION_ONLY, WIRED
 
-    seen, params = set(), []
+    params: dict[str, click.Parameter] = {}
+    meanings: dict[str, dict[str, str]] = {}  # option -> stage -> its help there
     groups = [(p, stage) for stage in stages for p in main.commands[stage].params]
     for p, stage in groups + [(p, "make-pseudo") for p in config_parameters(IalConfig)]:
-        hidden = (*WIRED.get(stage, ()), *SECTION_ONLY.get(stage, ()))
-        if p.name not in seen and p.name not in hidden:
-            seen.add(p.name)
-            params.append(p)
-    return params
+        if p.name not in (*WIRED.get(stage, ()), *SECTION_ONLY.get(stage, ())):
+            params.setdefault(p.name, p)
+            if isinstance(p, click.Option) and p.help not in meanings.setdefault(p.name, {}).values():
+                meanings[p.name][stage] = p.help
+    for name, helps in meanings.items():
+        if len(helps) > 1:
+            params[name] = copy.copy(params[name])
+            params[name].help = " ".join(f"{stage}: {text}" for stage, text in helps.items())
+    return list(params.values())
 
 
 def _make_pseudo(**options: Any) -> None:

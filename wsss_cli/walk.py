@@ -123,6 +123,15 @@ def walk_scores(
     return with_threshold(walk_maps(model, image, cams, settings, device, amp), settings.bg_threshold)
 
 
+def with_saliency(scores: np.ndarray, saliency: np.ndarray, power: float) -> np.ndarray:
+    """Scores ``[1 + n, H, W]`` with the background channel times ``(2 (1 - saliency))^power``
+    (saliency ``[H, W]`` in [0, 1]): unchanged where the saliency is 0.5, up to ``2^power``
+    times where it is 0, none where it is 1."""
+    scores = scores.copy()
+    scores[0] *= np.power(2 * (1 - np.clip(saliency, 0, 1)), power)
+    return scores
+
+
 @torch.no_grad()
 def walk_maps(
     model: AffinityNet, image: np.ndarray, maps: np.ndarray, settings: WalkSettings,

@@ -5,7 +5,10 @@ stride, AffinityNet gives features f on the stride grid, the scores
 ``[(1 - max CAM)^alpha, CAMs]`` are average-pooled to that grid and walked with
 ``ops.random_walk`` (beta, logt), upsampled, cropped and arg-maxed. With the ``threshold``
 background (IRN's) only the CAMs walk and a constant background is put back after. A
-dense CRF on the walked scores (raised to ``crf_power``) sharpens the boundaries.
+dense CRF on the walked scores (raised to ``crf_power``) sharpens the boundaries. With
+``--saliency``, a class-agnostic saliency map scales the walked background per pixel
+(``walk.with_saliency``) before the CRF: saliency says where an object is, the walked CAMs
+which one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import ClassVar
 
 from wsss_cli import ops
 from wsss_cli.data.dataset import open_dataset
+from wsss_cli.data.saliency import Saliency, saliency_option
 from wsss_cli.errors import WsssError
 from wsss_cli.inference import Crf, LabelTask, prepare_inference, write_labels
 from wsss_cli.models.kinds import AFFINITY, load_model
@@ -33,7 +37,14 @@ from wsss_cli.stages.common import (
     per_image_run,
     set_option,
 )
-from wsss_cli.walk import BACKGROUNDS, PRESETS, WalkSettings, logt_on_voc, walk_scores
+from wsss_cli.walk import (
+    BACKGROUNDS,
+    PRESETS,
+    WalkSettings,
+    logt_on_voc,
+    walk_scores,
+    with_saliency,
+)
 from wsss_cli.workdir import Layout, Workdir, entry_name, file_digest, read_cams
 
 STAGE = "random-walk"
@@ -65,6 +76,10 @@ class RandomWalkConfig(NetworkPassConfig):
                                       default_text="auto: 1 when the short side is 256 px or "
                                                    "more (VOC), else the integer factor (at most "
                                                    "4) bringing it nearest 512 px, 4 at 128 px")
+    saliency: str | None = saliency_option("Scale the walked background by (2 (1 - saliency))"
+                                           "^--saliency-power per pixel (saliency 0-1)")
+    saliency_power: float = option(0.5, "How strongly --saliency moves the background: 0 = "
+                                        "not at all.", min=0, hashed="unless-default")
     crf: bool = option(True, "Dense CRF on the walked scores.")
     no_crf_out: str | None = option(None, "Also write the labels before the CRF to this set (a "
                                           "folder name under WORKDIR): one walk for both, as "
@@ -91,10 +106,12 @@ def run(cfg: RandomWalkConfig) -> Path:
     if cfg.no_crf_out is not None and not cfg.crf:
         raise WsssError("--no-crf-out: with --no-crf the labels have no CRF to leave out; use --out")
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
+    ids = data.ids(cfg.split)
+    saliency = None if cfg.saliency is None else Saliency.checked(cfg.saliency, data, ids)
     before_crf = None if cfg.no_crf_out is None else layout.labels(cfg.no_crf_out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
               "model_digest": file_digest(model_path)}
-    with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data, data.ids(cfg.split), labels,
+    with per_image_run(entry_name(STAGE, cfg.out, Layout.PSEUDO), cfg, data, ids, labels,
                        inputs) as job:
         if before_crf is not None:
             job.record.update(also_writes=[before_crf.name])
@@ -106,6 +123,8 @@ def run(cfg: RandomWalkConfig) -> Path:
                 image = image.numpy()
                 classes, scores = read_cams(cams.path(image_id))
                 scores = walk_scores(model, image, scores, settings, device, amp)
+                if saliency is not None:
+                    scores = with_saliency(scores, saliency(image_id, image), cfg.saliency_power)
                 yield labels.path(image_id), image, scores, classes
 
         write_labels(walked(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
