@@ -217,6 +217,24 @@ def test_training_set_applies_the_ignore_band(toy):
     assert ((colored == 255) <= (banded == 255)).all()  # a subset of the whole band
 
 
+def test_training_set_computes_each_band_once_and_serves_the_same_labels(toy, monkeypatch):
+    from wsss_cli.data import loaders
+
+    data = VocDataset(toy)
+    ids = [i for i in data.ids("train") if data.labels(i)][:4]
+    aug = AugmentConfig(crop=96, color_jitter=0.0)
+    fresh = SegmentationSet(data, ids, toy / "SegmentationClass", aug, 0, 3, 1.0)
+    want = [fresh[1, n][1] for n in range(len(ids))]
+    calls = []
+    monkeypatch.setattr(loaders, "ignore_background_near_objects",
+                        lambda *a: calls.append(1) or ignore_background_near_objects(*a))
+    served = SegmentationSet(data, ids, toy / "SegmentationClass", aug, 0, 3, 1.0)
+    labels = {epoch: [served[epoch, n][1] for n in range(len(ids))] for epoch in (0, 1, 2)}[1]
+    assert len(calls) == len(ids)
+    assert all(np.array_equal(a, b) for a, b in zip(labels, want, strict=True))
+    assert any((label == 255).any() for label in labels)
+
+
 def test_ignore_band_options_refuse_negative_values(toy, tmp_path):
     for option in ("--ignore-band", "--ignore-band-color"):
         result = CliRunner().invoke(main, ["train-seg", "--data", str(toy), "--workdir",

@@ -28,10 +28,11 @@ MapFn = Callable[[torch.Tensor], torch.Tensor]
 
 def prepare_inference(model: nn.Module, runtime: Runtime, amp: bool, images: Any, ids: list[str],
                       workers: int) -> tuple[torch.device, bool, DataLoader]:
-    """Move ``model`` to the run's device; returns the device, whether AMP applies (CUDA
-    only) and a loader of ``(id, image)`` over ``ids`` of ``images`` (a dataset or folder)."""
+    """Move ``model`` to the run's device, channels_last (faster convolutions there and on
+    the CPU); returns the device, whether AMP applies (CUDA only) and a loader of ``(id,
+    image)`` over ``ids`` of ``images`` (a dataset or folder)."""
     device = runtime.torch_device()
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)
     loader = DataLoader(ImageSet(images, ids), batch_size=None, num_workers=workers)
     return device, amp and device.type == "cuda", loader
 

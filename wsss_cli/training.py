@@ -2,7 +2,7 @@
 
 SGD with momentum 0.9 and *real* weight decay (the reference repos' PolyOptimizer
 passed the weight decay in momentum's slot) or AdamW, 10x learning rate for the new layers, a
-poly (or step) schedule stepped per iteration, AMP (bf16) and channels_last on CUDA, a
+poly (or step) schedule stepped per iteration, AMP (bf16) on CUDA, channels_last, a
 resumable ``last.pt`` every epoch, ``metrics.jsonl``, a NaN guard, and
 DistributedDataParallel when launched by ``torchrun``.
 
@@ -316,13 +316,14 @@ def _set_up(model: nn.Module, groups: list[dict], dataset: Dataset, cfg: LoopCon
                             "(drop --sync-bn for gloo on the CPU)")
         else:
             model = sync_batchnorm(model)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on the GPU and on the CPU (docs/results.md#demo)
+    model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(groups, cfg)
     sampler = EpochSampler(len(dataset), runtime.seed, dist_info)
+    # persistent: the workers keep what a dataset caches per image across epochs
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.workers > 0)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         per_rank = f" ({len(sampler)} per process of {dist_info.world})" if dist_info.world > 1 else ""

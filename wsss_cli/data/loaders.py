@@ -118,6 +118,9 @@ class SegmentationSet(Dataset):
         self.data, self.ids, self.label_dir = data, ids, Path(label_dir)
         self.aug, self.seed = aug, seed
         self.ignore_band, self.ignore_band_color = ignore_band, ignore_band_color
+        # the band of each image, bit-packed, computed once per loader process (it is the
+        # same every epoch and costs more than decoding the image)
+        self._bands: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,10 +129,19 @@ class SegmentationSet(Dataset):
         epoch, index = key
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
-        label = read_label_map(self.label_dir, image_id, image)
-        label = ignore_background_near_objects(label, self.ignore_band, image, self.ignore_band_color)
+        label = self._with_band(index, read_label_map(self.label_dir, image_id, image), image)
         image, label = augment(image, label, self.aug, sample_rng(self.seed, epoch, index))
         return image, label.astype(np.int64)
+
+    def _with_band(self, index: int, label: np.ndarray, image: np.ndarray) -> np.ndarray:
+        if self.ignore_band <= 0:
+            return label
+        if index not in self._bands:
+            banded = ignore_background_near_objects(label, self.ignore_band, image,
+                                                    self.ignore_band_color)
+            self._bands[index] = np.packbits(banded != label)
+        band = np.unpackbits(self._bands[index], count=label.size).reshape(label.shape)
+        return np.where(band > 0, np.uint8(255), label)
 
 
 class SeedSet(Dataset):

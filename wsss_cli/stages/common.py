@@ -62,7 +62,7 @@ def jobs_option(what: str = "the dense CRF") -> Any:
 
 
 def amp_option() -> Any:
-    return option(True, "bf16 autocast and channels_last on CUDA (ignored on the CPU).")
+    return option(True, "bf16 autocast on CUDA (ignored on the CPU).")
 
 
 def shard_option() -> Any:

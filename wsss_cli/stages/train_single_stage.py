@@ -186,8 +186,6 @@ def run(cfg: TrainSingleStageConfig) -> Path:
             return job.model
         cfg.runtime.seed_everything()
         model = SingleStageNet(cfg.initial_backbone(), data.num_classes - 1, cfg.head_config())
-        # channels_last: faster convolutions on the CPU too (fit sets it on CUDA only)
-        model.to(memory_format=torch.channels_last)
         aug = AugmentConfig(crop=cfg.crop_size, resize_long=cfg.resize_long, scale=cfg.scale_range,
                             color_jitter=cfg.color_jitter)
         dataset = ClassificationSet(data, ids, aug, cfg.runtime.seed)
