@@ -3,6 +3,8 @@ maps they can take their background from."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -148,6 +150,15 @@ def test_random_walk_takes_where_objects_are_from_saliency(with_cams, tmp_path):
             pixels.append(read_mask(work / name / f"{image_id}.png")[gt != 0] != 0)
     # on the objects, any walked CAM above zero now beats the background
     assert np.concatenate(found["pseudo_sal"]).mean() > np.concatenate(found["pseudo_plain"]).mean() + 0.2
+    # an AffinityNet trained on labels made with saliency walks with the same maps
+    invoke([*stage_args("make-aff-labels", data, work), "--saliency", str(saliency), "--out",
+            "aff_labels_sal"])
+    invoke([*stage_args("train-aff", data, work), "--aff-labels", "aff_labels_sal", "--out", "aff_sal"])
+    invoke([*stage_args("random-walk", data, work), "--aff-model", str(work / "aff_sal/model.pt"),
+            "--out", "pseudo_learnt"])
+    state = json.loads((work / "state.json").read_text())
+    assert state["random-walk:pseudo_learnt"]["settings"]["saliency"] == str(saliency)
+    assert state["random-walk:pseudo_plain"]["settings"].get("saliency") is None
     (saliency / f"{dataset.ids('train')[2]}.png").unlink()
     result = CliRunner().invoke(main, [*GLOBAL, *stage_args("random-walk", data, work), "--saliency",
                                        str(saliency), "--out", "pseudo_bad"])

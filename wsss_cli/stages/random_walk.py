@@ -37,6 +37,7 @@ from wsss_cli.stages.common import (
     per_image_run,
     set_option,
 )
+from wsss_cli.stages.train_aff import STAGE as TRAIN_AFF
 from wsss_cli.walk import (
     BACKGROUNDS,
     PRESETS,
@@ -77,7 +78,9 @@ class RandomWalkConfig(NetworkPassConfig):
                                                    "more (VOC), else the integer factor (at most "
                                                    "4) bringing it nearest 512 px, 4 at 128 px")
     saliency: str | None = saliency_option("Scale the walked background by (2 (1 - saliency))"
-                                           "^--saliency-power per pixel (saliency 0-1)")
+                                           "^--saliency-power per pixel (saliency 0-1); by "
+                                           "default the maps the AffinityNet's affinity labels "
+                                           "were made with, if any (--saliency-power 0: none)")
     saliency_power: float = option(0.5, "How strongly --saliency moves the background: 0 = "
                                         "not at all.", min=0, hashed="unless-default")
     crf: bool = option(True, "Dense CRF on the walked scores.")
@@ -107,6 +110,7 @@ def run(cfg: RandomWalkConfig) -> Path:
         raise WsssError("--no-crf-out: with --no-crf the labels have no CRF to leave out; use --out")
     cams, labels = layout.cams(cfg.cams), layout.labels(cfg.out)
     ids = data.ids(cfg.split)
+    cfg = fill_unset(cfg, {"saliency": learnt_saliency(layout, model_path)})
     saliency = None if cfg.saliency is None else Saliency.checked(cfg.saliency, data, ids)
     before_crf = None if cfg.no_crf_out is None else layout.labels(cfg.no_crf_out)
     inputs = {**Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams, Layout.CAMS)),
@@ -130,6 +134,20 @@ def run(cfg: RandomWalkConfig) -> Path:
         write_labels(walked(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      crf_power=cfg.crf_power, before_crf=before_crf)
     return labels.folder
+
+
+def learnt_saliency(layout: Layout, model_path: Path) -> str | None:
+    """The saliency maps (``--saliency``) of the affinity labels the AffinityNet at
+    ``model_path`` learnt, as this work folder recorded them; None for labels made without,
+    or a model trained elsewhere."""
+    folder = model_path.parent
+    if folder.parent.resolve() != layout.root.resolve():
+        return None
+    workdir = Workdir(layout.root)
+    trained = workdir.stage_state(entry_name(TRAIN_AFF, folder.name, layout.model_dir(AFFINITY).name))
+    labels = next((key.removeprefix("input:") for key in trained.get("settings", {})
+                   if key.startswith("input:make-aff-labels")), None)
+    return None if labels is None else workdir.stage_state(labels).get("settings", {}).get("saliency")
 
 
 def walk_settings(cfg: RandomWalkConfig, backbone: str) -> WalkSettings:
