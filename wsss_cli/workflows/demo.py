@@ -32,6 +32,8 @@ from wsss_cli.workflows import make_pseudo
 # the demo's schedule: shorter than the tiny presets, with the same table to within a
 # point, so that it fits in minutes on 2 cores (docs/results.md#demo)
 EPOCHS = {"train-cls": 14, "train-aff": 5, "train-seg": 12}
+# AffinityNet, not the CRF, is the walk's cost: both cores to it, no loader process
+WALK_CORES = dict(workers=0, jobs=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,10 @@ class DemoConfig:
                                       "about 10 more minutes on 2 cores).", is_flag=True)
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
+    def epochs_of(self) -> dict[str, int]:
+        """Epochs per training stage: ``--epochs`` for all, else the demo's schedule."""
+        return {stage: self.epochs or n for stage, n in EPOCHS.items()}
+
 
 def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     """Run every stage on the toy data, write the report; returns and prints
@@ -61,16 +67,15 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
         make_toy_dataset(root, cfg.num_train, cfg.num_val, seed=cfg.runtime.seed,
                          progress=cfg.runtime.progress)
     common = dict(data=root, workdir=workdir, runtime=cfg.runtime)
-    epochs = {stage: cfg.epochs or n for stage, n in EPOCHS.items()}
+    epochs = cfg.epochs_of()
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none",
                                            epochs=epochs["train-cls"], workers=cfg.workers))
     pseudo = make_pseudo.MakePseudoConfig(
         dump_cams=dump_cams.DumpCamsConfig(**common, workers=cfg.workers),
         make_aff_labels=make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs),
         train_aff=train_aff.TrainAffConfig(**common, epochs=epochs["train-aff"], workers=cfg.workers),
-        # AffinityNet, not the CRF, is the walk's cost: both cores to it, no loader process
         random_walk=random_walk.RandomWalkConfig(**common, crf=True, no_crf_out=Layout.PSEUDO_NO_CRF,
-                                                 workers=0, jobs=1),
+                                                 **WALK_CORES),
     )
     make_pseudo.run(pseudo)
 
@@ -109,7 +114,8 @@ def _compare_cam_methods(cfg: DemoConfig, common: dict, cam: dict) -> list[tuple
     labels, AffinityNet and walk)."""
     workdir = Path(cfg.workdir)
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none", method="seam",
-                                           epochs=cfg.epochs, workers=cfg.workers, out="cls_seam"))
+                                           epochs=cfg.epochs_of()["train-cls"], workers=cfg.workers,
+                                           out="cls_seam"))
     quiet = {**common, "runtime": replace(cfg.runtime, quiet=True)}
     rows = [("CAM", f"{cam['best_threshold']:.2f}", cam["miou"])]
     for name, cams, options in CAM_SETS:
@@ -126,10 +132,11 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
     workdir = Path(cfg.workdir)
     make_aff_labels.run(make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs, cams="cams_seam",
                                                             out="aff_labels_seam"))
-    train_aff.run(train_aff.TrainAffConfig(**common, epochs=cfg.epochs, workers=cfg.workers,
+    train_aff.run(train_aff.TrainAffConfig(**common, epochs=cfg.epochs_of()["train-aff"],
+                                           workers=cfg.workers,
                                            aff_labels="aff_labels_seam", out="aff_seam"))
     labels = random_walk.run(random_walk.RandomWalkConfig(
-        **common, workers=cfg.workers, jobs=cfg.jobs, cams="cams_seam",
+        **common, **WALK_CORES, cams="cams_seam",
         aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
     data = open_dataset(workdir / "data")
     result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
