@@ -27,7 +27,7 @@ from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import PerImageConfig
-from wsss_cli.stages.ial_pairwise import pairwise_losses
+from wsss_cli.stages.ial_pairwise import ConfidentPart, pairwise_losses
 from wsss_cli.stages.ial_regions import (
     agreeing,
     pool_features,
@@ -36,7 +36,7 @@ from wsss_cli.stages.ial_regions import (
     superpixel_map,
     train_region_classifier,
 )
-from wsss_cli.workdir import IalRound, Layout, Workdir
+from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir
 from wsss_cli.workflows.ial import link_final
 
 ROUNDS = 2
@@ -177,6 +177,24 @@ def test_keep_classes_restores_a_class_the_crf_erased_from_before_the_crf():
     np.testing.assert_array_equal(kept[:, :2], 5)
 
 
+def test_supervision_keeps_the_label_pixels_of_a_class_no_confident_region_kept(tmp_path):
+    regions = ArtifactSet("regions", tmp_path / "regions", ".png")
+    out = ArtifactSet("sup", tmp_path / "sup", ".png")
+    label = np.zeros((4, 6), np.uint8)
+    label[:2, :2], label[2:, 4:] = 1, 2
+    region = np.full((4, 6), 255, np.uint8)
+    region[:2, :2], region[:, 2:4] = 1, 0  # class 1's object and some background; class 2 lost
+    write_palette_png(regions.path("x"), region)
+    image = np.zeros((4, 6, 3), np.uint8)
+    ConfidentPart(regions, out)(out.path("x"), image, label)
+    confident = read_mask(out.path("x"))
+    assert not (confident == 2).any() and (confident == 1).sum() == 4 and (confident == 0).sum() == 8
+    ConfidentPart(regions, out, keep_lost=True)(out.path("x"), image, label)
+    kept = read_mask(out.path("x"))
+    np.testing.assert_array_equal(kept[2:, 4:], 2)  # class 2 on its label pixels
+    np.testing.assert_array_equal(np.where(label == 2, 255, kept), confident)  # the rest as before
+
+
 # ------------------------------------------------------------------ the round loop
 
 
@@ -220,12 +238,14 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
         quality = json.loads((workdir / "eval" / f"ial_round{k}.json").read_text())
         assert 0 <= quality["supervision"]["precision"] <= 100
         assert ("miou" in quality) == ("regions" in quality) == (k > 0)
-        if k > 0:  # the supervision is the round's labels where they agree with its regions
-            for image_id in ids:
+        if k > 0:  # the supervision is the round's labels where they agree with its regions,
+            for image_id in ids:  # and a class no region kept on its label pixels
                 supervision = read_mask(workdir / IalRound(k).supervision / f"{image_id}.png")
                 regions = read_mask(workdir / IalRound(k).regions / f"{image_id}.png")
                 label = read_mask(workdir / IalRound(k).labels / f"{image_id}.png")
-                np.testing.assert_array_equal(supervision, np.where(regions == label, label, 255))
+                agreed = np.where(regions == label, label, 255)
+                lost = np.setdiff1d(label[label > 0], agreed)
+                np.testing.assert_array_equal(supervision, np.where(np.isin(label, lost), label, agreed))
     assert read_id_png(workdir / "ial" / "superpixels" / f"{ids[0]}.png").max() > 0
     # round 2's unary weighs each class by its share of round 1's labels over its confident part
     full, sampled = (sum(np.bincount(read_mask(workdir / folder / f"{i}.png").ravel(), minlength=256)

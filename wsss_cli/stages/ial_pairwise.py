@@ -142,6 +142,8 @@ class RefineConfig(NetworkPassConfig):
     crf_power: float = crf_power_option()
     keep_classes: bool = option(True, "A labelled class the CRF erases from an image keeps its "
                                       "pixels from before the CRF.")
+    supervise_lost: bool = option(True, "A class of an image's labels that no confident region "
+                                        "keeps is supervised on its label pixels in the next round.")
     jobs: int = jobs_option()
 
 
@@ -164,14 +166,20 @@ def refined_scores(unary: nn.Module, pairwise: PairwiseNet, image: np.ndarray, c
 @dataclass(frozen=True)
 class ConfidentPart:
     """Writes the part of a label map that agrees with the image's confident regions (255
-    elsewhere) into ``out``; picklable, for the CRF's worker processes."""
+    elsewhere) into ``out``; with ``keep_lost``, a class of the map that no confident
+    region keeps keeps its pixels of the map. Picklable, for the CRF's worker processes."""
 
     regions: ArtifactSet
     out: ArtifactSet
+    keep_lost: bool = False
 
     def __call__(self, png: Path, image: np.ndarray, label: np.ndarray) -> None:
         regions = read_mask(self.regions.path(png.stem))
-        write_palette_png(self.out.path(png.stem), np.where(regions == label, label, 255))
+        part = np.where(regions == label, label, 255).astype(np.uint8)
+        if self.keep_lost:
+            lost = np.setdiff1d(label[label > 0], part)
+            part = np.where(np.isin(label, lost), label, part)
+        write_palette_png(self.out.path(png.stem), part)
 
 
 def refine(cfg: RefineConfig) -> ArtifactSet:
@@ -201,6 +209,7 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
                 yield task
 
         write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
-                     ConfidentPart(layout.labels(this.regions), supervision), cfg.crf_power,
+                     ConfidentPart(layout.labels(this.regions), supervision, cfg.supervise_lost),
+                     cfg.crf_power,
                      keep_classes=cfg.keep_classes)
     return out

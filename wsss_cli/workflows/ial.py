@@ -80,6 +80,9 @@ class IalConfig:
     keep_classes: bool = option(default_of(RefineConfig, "keep_classes"),
                                 "IAL: a labelled class the CRF erases from an image keeps its "
                                 "pixels from before the CRF.")
+    supervise_lost: bool = option(default_of(RefineConfig, "supervise_lost"),
+                                  "IAL: a class of an image's labels that no confident region "
+                                  "keeps is supervised on its label pixels in the next round.")
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
@@ -116,7 +119,8 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
                                            class_weights=weights if ial.reweight_pairwise else None))
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
                             crf_backend=seeds.crf_backend,
-                            crf_power=ial.crf_power, keep_classes=ial.keep_classes, jobs=jobs))
+                            crf_power=ial.crf_power, keep_classes=ial.keep_classes,
+                            supervise_lost=ial.supervise_lost, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
         print(format_table(["round", "labels mIoU", "regions precision", "supervision precision",
