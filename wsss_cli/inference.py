@@ -101,15 +101,14 @@ def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, 
     pixels of the map without the CRF.
     """
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
-    plain = channel_class[scores.argmax(axis=0)]
     if crf is None or not len(classes):
-        return plain
-    if crf_power != 1:
-        scores = np.power(np.maximum(scores, 0), crf_power)
-    probs = scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+        return channel_class[scores.argmax(axis=0)]
+    powered = np.power(np.maximum(scores, 0), crf_power) if crf_power != 1 else scores
+    probs = powered / np.maximum(powered.sum(axis=0, keepdims=True), 1e-8)
     label = channel_class[crf(image, probs.astype(np.float32)).argmax(axis=0)]
-    if keep_classes:
-        erased = [c for c in classes if not (label == c).any()]
+    erased = [c for c in classes if not (label == c).any()] if keep_classes else []
+    if erased:
+        plain = channel_class[scores.argmax(axis=0)]
         label = np.where(np.isin(plain, erased), plain, label)
     return label
 
