@@ -31,7 +31,7 @@ from wsss_cli.workflows import make_pseudo
 
 # the demo's schedule: shorter than the tiny presets, with the same table to within a
 # point, so that it fits in minutes on 2 cores (docs/results.md#demo)
-EPOCHS = {"train-cls": 14, "train-aff": 5, "train-seg": 12}
+EPOCHS = {"train-cls": 12, "train-aff": 4, "train-seg": 12}
 # AffinityNet, not the CRF, is the walk's cost: both cores to it, no loader process
 WALK_CORES = dict(workers=0, jobs=1)
 
