@@ -10,8 +10,10 @@ share their weight among the neighbours in its superpixel, none across).
 
 ``ial-refine``: ``a_p`` of every image, restricted to its classes, (CRF,) argmax: the
 round's pseudo-labels; where they agree with the round's confident regions, they are the
-next round's supervision (255 elsewhere). A labelled class the CRF erases from an image
-keeps its pixels from before the CRF (``keep_classes``): the image label says it is there.
+next round's supervision (255 elsewhere). The image labels say which objects are there, so
+none is dropped: a labelled class the CRF erases keeps its pixels from before the CRF
+(``keep_classes``), and a class of the labels that no confident region keeps is supervised
+on its label pixels (``supervise_lost``).
 """
 
 from __future__ import annotations
@@ -210,6 +212,5 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
 
         write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      ConfidentPart(layout.labels(this.regions), supervision, cfg.supervise_lost),
-                     cfg.crf_power,
-                     keep_classes=cfg.keep_classes)
+                     cfg.crf_power, keep_classes=cfg.keep_classes)
     return out
