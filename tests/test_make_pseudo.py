@@ -92,3 +92,18 @@ def test_ial_takes_its_own_options_and_train_seg_section(tmp_path, monkeypatch):
     assert cfg.unary.epochs == 4 and cfg.unary.head == "largefov"  # [train-seg], not train-aff's --epochs
     assert cfg.unary.workers == 0 and cfg.unary.data == tmp_path / "toy"  # the shared options
     assert cfg.dump_cams.method == "gradcam"  # dump-cams's own --method only from its section
+
+
+def test_crf_power_keeps_each_methods_default_unless_given(tmp_path, monkeypatch):
+    make_toy_dataset(tmp_path / "toy", num_train=4, num_val=1, size=48)
+    seen = []
+    monkeypatch.setattr("wsss_cli.workflows.make_pseudo.run", lambda cfg: seen.append(cfg))
+    base = ["make-pseudo", "--data", str(tmp_path / "toy"), "--workdir", str(tmp_path / "w"),
+            "--method", "ial"]
+    for extra in ([], ["--crf-power", "3"]):
+        result = CliRunner().invoke(cli.main, base + extra)
+        assert result.exit_code == 0, result.output
+    default, given = seen
+    # random-walk's is unset until its backbone preset fills it; IAL's E-step has its own
+    assert default.random_walk.crf_power is None and default.method.crf_power == 1.0
+    assert given.random_walk.crf_power == 3.0 and given.method.crf_power == 3.0

@@ -292,7 +292,8 @@ def _make_pseudo(**options: Any) -> None:
     configs = {name.replace("-", "_"): _section_config(name, main.commands[name].params,
                                                         _target(name)[1], given)
                for name in make_pseudo.STAGES}
-    configs["method"] = IalConfig(**{k: v for k, v in options.items()
+    # only what was given: an option IAL shares with a stage (--crf-power) keeps IAL's default
+    configs["method"] = IalConfig(**{k: v for k, v in given.items()
                                      if k in {p.name for p in config_parameters(IalConfig)}})
     if configs["method"].method == "ial":  # the unary network: train-seg's options, shared ones
         shared = {k: v for k, v in given.items() if k in make_pseudo.UNARY_SHARED}

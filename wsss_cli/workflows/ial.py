@@ -24,7 +24,7 @@ from wsss_cli.evaluation import format_table, iou_summary
 from wsss_cli.models.backbones import BACKBONES
 from wsss_cli.options import default_of, option
 from wsss_cli.stages import dump_cams, make_aff_labels, train_seg
-from wsss_cli.stages.common import PerImageConfig, crf_power_option, fill_unset, per_image_run
+from wsss_cli.stages.common import PerImageConfig, fill_unset, per_image_run
 from wsss_cli.stages.ial_pairwise import RefineConfig, TrainPairwiseConfig, refine, train_pairwise
 from wsss_cli.stages.ial_regions import (
     CandidatesConfig,
@@ -38,12 +38,12 @@ from wsss_cli.stages.train_aff import classifier_backbone
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, entry_name, link_file, write_json
 
 METHODS = ("psa", "ial")
-# per backbone family: superpixel area (px), the E-step CRF's power and (tiny) the unary
-# network's epochs; unset = train-seg's (docs/results.md#ial)
+# per backbone family: superpixel area (px) and (tiny) the unary network's epochs; unset =
+# train-seg's (docs/results.md#ial)
 PRESETS: dict[str, dict[str, Any]] = {
-    "psa": dict(superpixel_area=256, crf_power=1.0, unary_epochs=None),
-    "irn": dict(superpixel_area=256, crf_power=1.0, unary_epochs=None),
-    "tiny": dict(superpixel_area=64, crf_power=4.0, unary_epochs=10),
+    "psa": dict(superpixel_area=256, unary_epochs=None),
+    "irn": dict(superpixel_area=256, unary_epochs=None),
+    "tiny": dict(superpixel_area=64, unary_epochs=10),
 }
 
 
@@ -70,7 +70,9 @@ class IalConfig:
     region_ratio: float = option(default_of(CandidatesConfig, "region_ratio"),
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
-    crf_power: float | None = crf_power_option(None, default_text="per backbone")
+    crf_power: float = option(1.0, "IAL: the E-step's scores are raised to this power before they "
+                                   "are normalised into the CRF's unary; default 1, the "
+                                   "scores as they are.", min=0, min_open=True)
     reweight_power: float = option(2.0, "IAL: weight each class in the unary network's loss by "
                                         "(its share of the last round's labels / its share of "
                                         "their confident part, the part it learns)^POWER, so "
