@@ -71,7 +71,9 @@ def shard_option() -> Any:
 
 
 def overwrite_option() -> Any:
-    return unhashed(False, "Replace outputs made earlier with other settings.", is_flag=True)
+    return unhashed(False, "Remove the stage's earlier outputs and make them again (with "
+                           "--shard: only those made with other settings); needed when they "
+                           "were made with other settings.", is_flag=True)
 
 
 def crf_backend_option() -> Any:
