@@ -70,9 +70,10 @@ class IalConfig:
     region_ratio: float = option(default_of(CandidatesConfig, "region_ratio"),
                                  "IAL: share of a superpixel that must be one class in the unary "
                                  "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
-    crf_power: float = option(1.0, "IAL: the E-step's scores are raised to this power before they "
-                                   "are normalised into the CRF's unary; default 1, the "
-                                   "scores as they are.", min=0, min_open=True)
+    crf_power: float = option(default_of(RefineConfig, "crf_power"),
+                              "IAL: the E-step's scores are raised to this power before they "
+                              "are normalised into the CRF's unary; default 1, the scores as "
+                              "they are.", min=0, min_open=True)
     reweight_power: float = option(2.0, "IAL: weight each class in the unary network's loss by "
                                         "(its share of the last round's labels / its share of "
                                         "their confident part, the part it learns)^POWER, so "
