@@ -19,6 +19,8 @@ from wsss_cli.ops.permutohedral import Permutohedral
 CRF_BACKENDS = ("auto", "torch", "pydensecrf")
 # pydensecrf's unary_from_softmax clip
 _MIN_PROB = 1e-5
+# fewer labels than this: the mean field's softmax runs on the transpose (_softmax_rows)
+_SHORT_ROWS = 16
 
 
 def dense_crf(
@@ -198,10 +200,19 @@ def _mean_field(probs: torch.Tensor, kernels: list[Permutohedral], iters: int) -
     k, h, w = probs.shape
     # -unary, [N, K] rows for the sparse products
     log_probs = torch.log(probs.float().clamp(_MIN_PROB, 1)).reshape(k, h * w).T.contiguous()
-    q = torch.softmax(log_probs, 1)
+    q = _softmax_rows(log_probs)
     for _ in range(iters):
         energy = log_probs
         for kernel in kernels:
             energy = kernel.filter(q, add_to=energy)
-        q = torch.softmax(energy, 1)
+        q = _softmax_rows(energy)
     return q.T.reshape(k, h, w).contiguous()
+
+
+def _softmax_rows(energy: torch.Tensor) -> torch.Tensor:
+    """Softmax of every row of ``[N, K]``. Rows shorter than a SIMD register (16 floats
+    with AVX-512) make torch's CPU softmax fall back to scalar code, 5-8x slower than the
+    softmax down the columns of the transpose (docs/results.md#dense-crf)."""
+    if energy.device.type == "cpu" and energy.shape[1] < _SHORT_ROWS:
+        return torch.softmax(energy.T, 0).T
+    return torch.softmax(energy, 1)
