@@ -147,3 +147,21 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("command", ["dump-cams", "random-walk"])
+def test_processes_split_the_images_into_local_shards(command, reference, tmp_path):
+    """``--processes 2``: one command runs two shards side by side, each on half the images,
+    and writes what one unsharded run writes, under the same settings."""
+    data, ref = reference
+    workdir = workdir_without(ref, tmp_path / "w", command)
+    proc = spawn([*stage_args(command, data, workdir), "--processes", "2"])
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    folder, suffix = OUTPUTS[command]
+    assert_same_outputs(workdir / folder, ref / folder, suffix, data)
+    state = stage_state(workdir, command)
+    assert state["status"] == "done" and state["count"] == state["total"] == NUM_IMAGES
+    assert state["settings_hash"] == stage_state(ref, command)["settings_hash"]
+    log = (workdir / folder / "log.txt").read_text()
+    assert log.count(f"{NUM_IMAGES // 2} images to do") == 2

@@ -14,6 +14,7 @@ done; an error marks the run failed instead of leaving it "running".
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from wsss_cli.training import Dist, LoopConfig, from_main, init_distributed
 from wsss_cli.workdir import ArtifactSet, Layout, Shard, Workdir, entry_name
 
 T = TypeVar("T")
+C = TypeVar("C")  # a stage config
 
 # ------------------------------------------------------------------ options many stages share
 
@@ -59,6 +61,13 @@ def workers_option() -> Any:
 
 def jobs_option(what: str = "the dense CRF") -> Any:
     return unhashed(1, f"CPU processes for {what}.", min=1)
+
+
+def processes_option() -> Any:
+    return unhashed(1, "Split the images among this many local processes, side by side as "
+                       "--shard I/N would, each with its share of the CPU cores (for one image "
+                       "at a time, processes use the cores better than threads do). Ignored with "
+                       "--shard.", min=1)
 
 
 def amp_option() -> Any:
@@ -392,6 +401,24 @@ def per_image_run(name: str, cfg: Any, images: Any, ids: list[str], output: Arti
         job.fail(e)
         raise
     job.finish()
+
+
+def in_local_shards(run: Callable[[C], Path]) -> Callable[[C], Path]:
+    """A per-image stage's ``run`` that, given ``cfg.processes`` > 1 and no shard of its own,
+    runs as that many shards side by side in local processes (joblib's, each limited to its
+    share of the cores); the first shard shows the progress. Returns the output folder."""
+
+    @functools.wraps(run)
+    def sharded(cfg: C) -> Path:
+        if cfg.processes == 1 or Shard.parse(cfg.shard).count > 1:
+            return run(cfg)
+        shards = [replace(cfg, shard=f"{i}/{cfg.processes}", processes=1,
+                          runtime=replace(cfg.runtime, quiet=cfg.runtime.quiet or i > 0))
+                  for i in range(cfg.processes)]
+        # the module's `run` is this wrapper: pickled by name, it runs each shard as is
+        return Parallel(n_jobs=cfg.processes)(delayed(sharded)(shard) for shard in shards)[0]
+
+    return sharded
 
 
 @contextmanager

@@ -22,7 +22,15 @@ from wsss_cli.data.dataset import open_dataset
 from wsss_cli.inference import multiscale_sum, prepare_inference
 from wsss_cli.models.kinds import CLASSIFIER, load_model
 from wsss_cli.options import option
-from wsss_cli.stages.common import NetworkPassConfig, fill_unset, method_defaults, per_image_run, set_option
+from wsss_cli.stages.common import (
+    NetworkPassConfig,
+    fill_unset,
+    in_local_shards,
+    method_defaults,
+    per_image_run,
+    processes_option,
+    set_option,
+)
 from wsss_cli.workdir import Layout, entry_name, file_digest, write_cams
 
 STAGE = "dump-cams"
@@ -42,6 +50,7 @@ class DumpCamsConfig(NetworkPassConfig):
                                          "inference) or the CAM head's.", choices=MAPS,
                                    hashed="unless-default", default_text="refined; cam for tiny")
     out: str = set_option(Layout.CAMS, "CAM set to write")
+    processes: int = processes_option()
 
 
 def multiscale_cams(
@@ -61,6 +70,7 @@ def multiscale_cams(
     return method.normalize(total).cpu().numpy()
 
 
+@in_local_shards
 def run(cfg: DumpCamsConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.npz`` for every image of the split; returns the folder."""
     data = open_dataset(cfg.data)

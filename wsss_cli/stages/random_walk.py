@@ -32,9 +32,11 @@ from wsss_cli.stages.common import (
     crf_power_option,
     fill_from_preset,
     fill_unset,
+    in_local_shards,
     jobs_option,
     method_preset,
     per_image_run,
+    processes_option,
     set_option,
 )
 from wsss_cli.stages.train_aff import STAGE as TRAIN_AFF
@@ -95,8 +97,10 @@ class RandomWalkConfig(NetworkPassConfig):
                       metavar="NAME")
     cams: str = set_option(Layout.CAMS, "CAM set to read")
     jobs: int = jobs_option()
+    processes: int = processes_option()
 
 
+@in_local_shards
 def run(cfg: RandomWalkConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` (VOC palette, image size) for the split."""
     data = open_dataset(cfg.data)

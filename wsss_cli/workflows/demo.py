@@ -32,8 +32,9 @@ from wsss_cli.workflows import make_pseudo
 # the demo's schedule: shorter than the tiny presets, with the same table to within a
 # point, so that it fits in minutes on 2 cores (docs/results.md#demo)
 EPOCHS = {"train-cls": 12, "train-aff": 4, "train-seg": 12}
-# AffinityNet, not the CRF, is the walk's cost: both cores to it, no loader process
-WALK_CORES = dict(workers=0, jobs=1)
+# the CAMs' and the walk's network passes: one single-thread process per core (--jobs of
+# them, no loader processes) beats one process on every core (docs/results.md#five-minutes)
+IN_PROCESSES = dict(workers=0, jobs=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +47,8 @@ class DemoConfig:
                                       "run).", min=1, default_text=", ".join(
                                           f"{n} for {stage}" for stage, n in EPOCHS.items()))
     workers: int = option(2, "DataLoader workers.", min=0)
-    jobs: int = option(2, "CPU processes for the CRF.", min=1)
+    jobs: int = option(2, "CPU processes for the per-image stages (CAMs, the walk, the CRF).",
+                       min=1)
     cam_methods: bool = option(False, "Also compare CAM methods on the toy split: Grad-CAM and "
                                       "Grad-CAM++ of the classifier, a SEAM classifier, and "
                                       "SEAM's pseudo-labels after the walk (a second table; "
@@ -71,11 +73,11 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none",
                                            epochs=epochs["train-cls"], workers=cfg.workers))
     pseudo = make_pseudo.MakePseudoConfig(
-        dump_cams=dump_cams.DumpCamsConfig(**common, workers=cfg.workers),
+        dump_cams=dump_cams.DumpCamsConfig(**common, workers=0, processes=cfg.jobs),
         make_aff_labels=make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs),
         train_aff=train_aff.TrainAffConfig(**common, epochs=epochs["train-aff"], workers=cfg.workers),
         random_walk=random_walk.RandomWalkConfig(**common, crf=True, no_crf_out=Layout.PSEUDO_NO_CRF,
-                                                 **WALK_CORES),
+                                                 processes=cfg.jobs, **IN_PROCESSES),
     )
     make_pseudo.run(pseudo)
 
@@ -136,7 +138,7 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
                                            workers=cfg.workers,
                                            aff_labels="aff_labels_seam", out="aff_seam"))
     labels = random_walk.run(random_walk.RandomWalkConfig(
-        **common, **WALK_CORES, cams="cams_seam",
+        **common, **IN_PROCESSES, cams="cams_seam",
         aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
     data = open_dataset(workdir / "data")
     result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
