@@ -123,7 +123,8 @@ def _compare_cam_methods(cfg: DemoConfig, common: dict, cam: dict) -> list[tuple
     for name, cams, options in CAM_SETS:
         if "cls_model" in options:
             options = {"cls_model": workdir / options["cls_model"]}
-        dump_cams.run(dump_cams.DumpCamsConfig(**common, workers=cfg.workers, out=cams, **options))
+        dump_cams.run(dump_cams.DumpCamsConfig(**common, workers=0, processes=cfg.jobs, out=cams,
+                                               **options))
         result = eval_cams.run(eval_cams.EvalCamsConfig(**quiet, cams=cams))
         rows.append((name, f"{result['best_threshold']:.2f}", result["miou"]))
     return [*rows, ("SEAM + walk + CRF (pseudo-labels)", "-", _seam_pseudo_labels(cfg, common))]
@@ -138,7 +139,7 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
                                            workers=cfg.workers,
                                            aff_labels="aff_labels_seam", out="aff_seam"))
     labels = random_walk.run(random_walk.RandomWalkConfig(
-        **common, **IN_PROCESSES, cams="cams_seam",
+        **common, **IN_PROCESSES, processes=cfg.jobs, cams="cams_seam",
         aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
     data = open_dataset(workdir / "data")
     result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
