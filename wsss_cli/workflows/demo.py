@@ -32,9 +32,6 @@ from wsss_cli.workflows import make_pseudo
 # the demo's schedule: shorter than the tiny presets, with the same table to within a
 # point, so that it fits in minutes on 2 cores (docs/results.md#demo)
 EPOCHS = {"train-cls": 12, "train-aff": 4, "train-seg": 12}
-# the CAMs' and the walk's network passes: one single-thread process per core (--jobs of
-# them, no loader processes) beats one process on every core (docs/results.md#five-minutes)
-IN_PROCESSES = dict(workers=0, jobs=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +52,11 @@ class DemoConfig:
                                       "about 10 more minutes on 2 cores).", is_flag=True)
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
+    def network_pass(self) -> dict[str, int]:
+        """The CAMs' and the walks' network passes: one single-thread process per --jobs, no
+        loader processes, beats one process on every core (docs/results.md#five-minutes)."""
+        return dict(workers=0, processes=self.jobs)
+
     def epochs_of(self) -> dict[str, int]:
         """Epochs per training stage: ``--epochs`` for all, else the demo's schedule."""
         return {stage: self.epochs or n for stage, n in EPOCHS.items()}
@@ -73,11 +75,11 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     train_cls.run(train_cls.TrainClsConfig(**common, backbone="tiny", pretrained="none",
                                            epochs=epochs["train-cls"], workers=cfg.workers))
     pseudo = make_pseudo.MakePseudoConfig(
-        dump_cams=dump_cams.DumpCamsConfig(**common, workers=0, processes=cfg.jobs),
+        dump_cams=dump_cams.DumpCamsConfig(**common, **cfg.network_pass()),
         make_aff_labels=make_aff_labels.MakeAffLabelsConfig(**common, jobs=cfg.jobs),
         train_aff=train_aff.TrainAffConfig(**common, epochs=epochs["train-aff"], workers=cfg.workers),
         random_walk=random_walk.RandomWalkConfig(**common, crf=True, no_crf_out=Layout.PSEUDO_NO_CRF,
-                                                 processes=cfg.jobs, **IN_PROCESSES),
+                                                 jobs=1, **cfg.network_pass()),
     )
     make_pseudo.run(pseudo)
 
@@ -123,8 +125,7 @@ def _compare_cam_methods(cfg: DemoConfig, common: dict, cam: dict) -> list[tuple
     for name, cams, options in CAM_SETS:
         if "cls_model" in options:
             options = {"cls_model": workdir / options["cls_model"]}
-        dump_cams.run(dump_cams.DumpCamsConfig(**common, workers=0, processes=cfg.jobs, out=cams,
-                                               **options))
+        dump_cams.run(dump_cams.DumpCamsConfig(**common, **cfg.network_pass(), out=cams, **options))
         result = eval_cams.run(eval_cams.EvalCamsConfig(**quiet, cams=cams))
         rows.append((name, f"{result['best_threshold']:.2f}", result["miou"]))
     return [*rows, ("SEAM + walk + CRF (pseudo-labels)", "-", _seam_pseudo_labels(cfg, common))]
@@ -139,7 +140,7 @@ def _seam_pseudo_labels(cfg: DemoConfig, common: dict) -> float:
                                            workers=cfg.workers,
                                            aff_labels="aff_labels_seam", out="aff_seam"))
     labels = random_walk.run(random_walk.RandomWalkConfig(
-        **common, **IN_PROCESSES, processes=cfg.jobs, cams="cams_seam",
+        **common, jobs=1, **cfg.network_pass(), cams="cams_seam",
         aff_model=workdir / "aff_seam" / "model.pt", out="pseudo_seam"))
     data = open_dataset(workdir / "data")
     result = evaluate_folder(labels, workdir / "data" / "SegmentationClass", data.ids("train"),
