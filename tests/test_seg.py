@@ -391,3 +391,32 @@ def test_predict_on_a_split_writes_overlays_only_when_asked(trained, toy):
         assert (shown / f"{image_id}.png").read_bytes() == (plain / f"{image_id}.png").read_bytes()
     settings = json.loads((trained / "state.json").read_text())["predict:pred/shown"]["settings"]
     assert settings["overlay"] is True
+
+
+def test_predict_in_two_processes_writes_what_one_writes_and_one_summary_of_all(trained, toy, tmp_path):
+    """``--processes 2``: two local shards write the PNGs, then the command prints and writes
+    the class summary of every image once, as one process does."""
+    ids = _photos(toy, tmp_path / "pair", count=4)
+    base = ["--device", "cpu", "predict", "--workdir", str(trained), "--images", str(tmp_path / "pair"),
+            "--workers", "0", "--crf-iters", "2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each shard's process: the same floats, the same arg-max
+    try:
+        one = CliRunner().invoke(main, [*base, "--out", "pair_one"])
+        two = CliRunner().invoke(main, [*base, "--out", "pair_two", "--processes", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
+    for image_id in ids:
+        assert (trained / "pair_two" / f"{image_id}.png").read_bytes() == \
+            (trained / "pair_one" / f"{image_id}.png").read_bytes()
+        assert (trained / "pair_two/overlay" / f"{image_id}.jpg").exists()
+    summaries = [json.loads((trained / out / "summary.json").read_text()) for out in ("pair_one", "pair_two")]
+    assert summaries[0] == summaries[1] and [e["id"] for e in summaries[1]["images"]] == ids
+    assert two.stdout.replace("pair_two", "pair_one") == one.stdout  # the table once, all 4 rows
+    state = json.loads((trained / "state.json").read_text())
+    one_state, two_state = state["predict:pair_one"], state["predict:pair_two"]
+    assert two_state["status"] == "done" and two_state["count"] == 4
+    assert two_state["settings"] == {**one_state["settings"], "out": "pair_two"}  # --processes unhashed
+    log = (trained / "pair_two/log.txt").read_text()
+    assert log.count("2 images to do") == 2

@@ -35,10 +35,13 @@ from wsss_cli.stages.common import (
     crf_backend_option,
     crf_iters_option,
     data_option,
+    in_local_shards,
     jobs_option,
     per_image_run,
+    processes_option,
     split_option,
 )
+from wsss_cli.training import load_checkpoint
 from wsss_cli.workdir import ArtifactSet, Layout, file_digest, write_bytes
 
 STAGE = "predict"
@@ -64,6 +67,7 @@ class PredictConfig(NetworkPassConfig):
     out: str | None = option(None, "Output folder under WORKDIR.", metavar="NAME",
                              default_text="pred/<split or images folder name>")
     jobs: int = jobs_option()
+    processes: int = processes_option()
     overlay: bool | None = option(None, "Also write overlay/<id>.jpg: the image tinted with the predicted "
                                         "classes' colours, with a legend.",
                                   default_text="on with --images, off for a dataset split",
@@ -135,18 +139,40 @@ def format_summary(entries: Sequence[dict[str, Any]], rows: int = SUMMARY_ROWS) 
 def run(cfg: PredictConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image (and ``overlay/<id>.jpg`` with
     ``--overlay``), print the class summary and write ``summary.json``; returns the folder."""
-    layout = Layout(cfg.workdir)
-    images, ids, name = _source(cfg)
     # overlays are on by default for a folder of images; the value that equals this default
     # is stored as None, so that `--images --overlay` and `--images` share one settings hash
     overlay_default = cfg.images is not None
-    overlay = overlay_default if cfg.overlay is None else cfg.overlay
-    cfg = replace(cfg, overlay=None if overlay == overlay_default else overlay)
-    model_path = Path(cfg.model) if cfg.model else default_model(layout)
+    if cfg.overlay == overlay_default:
+        cfg = replace(cfg, overlay=None)
+    _predict_images(cfg)
+    # after every local shard: the summary reads back the predictions of all of them
+    images, ids, name = _source(cfg)
+    # a dataset names its classes; a folder of images takes the checkpoint's names
+    meta = {} if isinstance(images, LabelledDataset) else load_checkpoint(_model_path(cfg)).get("meta", {})
+    predictions = _output(cfg, name)
+    _write_summary(predictions, ids, _class_names(images, meta), cfg.runtime.quiet)
+    return predictions.folder
+
+
+def _model_path(cfg: PredictConfig) -> Path:
+    return Path(cfg.model) if cfg.model else default_model(Layout(cfg.workdir))
+
+
+def _output(cfg: PredictConfig, name: str) -> ArtifactSet:
+    """The predictions' set: ``--out``, else ``pred/<name>``."""
+    layout = Layout(cfg.workdir)
+    return layout.labels(cfg.out) if cfg.out else layout.predictions(name)
+
+
+@in_local_shards
+def _predict_images(cfg: PredictConfig) -> Path:
+    """The PNGs (and overlays) of every image of ``cfg``'s shard; returns their folder."""
+    images, ids, name = _source(cfg)
+    overlay = cfg.images is not None if cfg.overlay is None else cfg.overlay
+    model_path = _model_path(cfg)
     num_classes = images.num_classes if isinstance(images, LabelledDataset) else None
     model, meta = load_model(model_path, SEGMENTERS, num_classes)
-    names = _class_names(images, meta)
-    predictions = layout.labels(cfg.out) if cfg.out else layout.predictions(name)
+    predictions = _output(cfg, name)
     with per_image_run(f"{STAGE}:{predictions.name}", cfg, images, ids, predictions,
                        {"model_digest": file_digest(model_path)}) as job:
         job.logger.info("model %s", model_path)
@@ -162,8 +188,7 @@ def run(cfg: PredictConfig) -> Path:
                 yield predictions.path(image_id), image, probs, np.arange(1, len(probs))
 
         write_labels(predicted(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
-                     OverlayWriter(names) if overlay else None)
-    _write_summary(predictions, ids, names, cfg.runtime.quiet)
+                     OverlayWriter(_class_names(images, meta)) if overlay else None)
     return predictions.folder
 
 

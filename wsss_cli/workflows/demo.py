@@ -53,8 +53,9 @@ class DemoConfig:
     runtime: Runtime = field(default=Runtime(), metadata={"cli": False})
 
     def network_pass(self) -> dict[str, int]:
-        """The CAMs' and the walks' network passes: one single-thread process per --jobs, no
-        loader processes, beats one process on every core (docs/results.md#five-minutes)."""
+        """The CAMs', the walks' and predict's network passes: one single-thread process per
+        --jobs, no loader processes, beats one process on every core
+        (docs/results.md#five-minutes)."""
         return dict(workers=0, processes=self.jobs)
 
     def epochs_of(self) -> dict[str, int]:
@@ -88,7 +89,7 @@ def run(cfg: DemoConfig) -> list[tuple[str, str, float]]:
     for split in ("train", "val"):  # train: compare with the pseudo-labels it learnt from
         # quiet: the demo prints its own table, not predict's per-image class summary
         predict.run(predict.PredictConfig(**common | {"runtime": replace(cfg.runtime, quiet=True)},
-                                          split=split, workers=cfg.workers, jobs=cfg.jobs))
+                                          split=split, jobs=1, **cfg.network_pass()))
 
     rows, cam = _evaluate(cfg, workdir, root)
     result = {"table": [{"stage": name, "split": split, "miou": miou} for name, split, miou in rows]}
