@@ -37,7 +37,7 @@ from wsss_cli.stages.ial_regions import (
     train_region_classifier,
 )
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir
-from wsss_cli.workflows.ial import link_final
+from wsss_cli.workflows.ial import SEED_PRESETS, link_final
 
 ROUNDS = 2
 
@@ -254,6 +254,9 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
     ratio = full / np.maximum(sampled, 1)
     want = np.where(sampled > 0, ratio / ratio[0], 1.0) ** 2  # --reweight-power 2
     stages = json.loads((workdir / "state.json").read_text())
+    # tiny's seeds take a stronger background than PSA's alpha 4 (none was given)
+    seeds = stages[f"make-aff-labels:{IalRound(0).supervision}"]["settings"]
+    assert seeds["alpha_low"] == SEED_PRESETS["tiny"]["alpha_low"] < 4
     weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
     np.testing.assert_allclose(weights, want, atol=5e-4)
     assert stages[f"train-pairwise:{IalRound(2).pairwise}"]["settings"]["class_weights"] == weights

@@ -46,7 +46,8 @@ PSA_ALPHAS = dict(alpha_low=4.0, alpha_high=32.0)  # PSA's infer_cls.py
 class MakeAffLabelsConfig(PerImageConfig):
     alpha_low: float | None = option(None, "Background exponent of the strong background "
                                            "(confident foreground).", min=0, min_open=True,
-                                     default_text="PSA's 4")
+                                     default_text="PSA's 4; 1 for make-pseudo --method "
+                                                  "ial's seeds on tiny")
     alpha_high: float | None = option(None, "Background exponent of the weak background "
                                             "(confident background).", min=0, min_open=True,
                                       default_text="PSA's 32; SEAM's 24 for SEAM CAMs of an "

@@ -45,6 +45,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "irn": dict(superpixel_area=256, unary_epochs=None),
     "tiny": dict(superpixel_area=64, unary_epochs=10),
 }
+# per backbone family: the round-0 seeds' make-aff-labels settings where --alpha-low is
+# not given; unset = PSA's (docs/results.md#ial: the unary network learns the seeds' overreach)
+SEED_PRESETS: dict[str, dict[str, Any]] = {"psa": {}, "irn": {}, "tiny": dict(alpha_low=1.0)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +102,9 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
     backbone = classifier_backbone(layout)
     # --unary-epochs, then the [train-seg] section's epochs, then the preset's
     ial = replace(ial, unary_epochs=ial.unary_epochs or unary.epochs)
-    ial = fill_unset(ial, PRESETS[BACKBONES.get(backbone).family])
+    family = BACKBONES.get(backbone).family
+    ial = fill_unset(ial, PRESETS[family])
+    seeds = fill_unset(seeds, SEED_PRESETS[family])
     common = dict(data=seeds.data, workdir=seeds.workdir, split=seeds.split,
                   overwrite=seeds.overwrite, runtime=seeds.runtime)
     network = dict(common, amp=dump.amp, workers=dump.workers)
