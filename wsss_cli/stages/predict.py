@@ -139,10 +139,9 @@ def format_summary(entries: Sequence[dict[str, Any]], rows: int = SUMMARY_ROWS) 
 def run(cfg: PredictConfig) -> Path:
     """Write ``WORKDIR/<out>/<id>.png`` for every image (and ``overlay/<id>.jpg`` with
     ``--overlay``), print the class summary and write ``summary.json``; returns the folder."""
-    # overlays are on by default for a folder of images; the value that equals this default
-    # is stored as None, so that `--images --overlay` and `--images` share one settings hash
-    overlay_default = cfg.images is not None
-    if cfg.overlay == overlay_default:
+    # the value that equals the default is stored as None, so that `--images --overlay`
+    # and `--images` share one settings hash
+    if cfg.overlay == _default_overlay(cfg):
         cfg = replace(cfg, overlay=None)
     _predict_images(cfg)
     # after every local shard: the summary reads back the predictions of all of them
@@ -152,6 +151,11 @@ def run(cfg: PredictConfig) -> Path:
     predictions = _output(cfg, name)
     _write_summary(predictions, ids, _class_names(images, meta), cfg.runtime.quiet)
     return predictions.folder
+
+
+def _default_overlay(cfg: PredictConfig) -> bool:
+    """Overlays are on by default for a folder of images, off for a dataset split."""
+    return cfg.images is not None
 
 
 def _model_path(cfg: PredictConfig) -> Path:
@@ -168,7 +172,7 @@ def _output(cfg: PredictConfig, name: str) -> ArtifactSet:
 def _predict_images(cfg: PredictConfig) -> Path:
     """The PNGs (and overlays) of every image of ``cfg``'s shard; returns their folder."""
     images, ids, name = _source(cfg)
-    overlay = cfg.images is not None if cfg.overlay is None else cfg.overlay
+    overlay = _default_overlay(cfg) if cfg.overlay is None else cfg.overlay
     model_path = _model_path(cfg)
     num_classes = images.num_classes if isinstance(images, LabelledDataset) else None
     model, meta = load_model(model_path, SEGMENTERS, num_classes)
