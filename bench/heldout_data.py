@@ -1,10 +1,15 @@
 """A held-out check dataset unlike the toy one, for tuning defaults without overfitting it.
 
 Real-photo backgrounds (crops of ``shared/data/coco128_voc``), five other shapes
-(hexagon, star, crescent, ellipse, L) with their own noise/stripe/dot textures, 112-144 px.
+(hexagon, star, crescent, ellipse, L) with their own noise/stripe/dot textures, 112-144 px
+(objects 36-68 px across); ``--scale S`` multiplies the image and object sizes by S.
+``--part F`` textures only a fraction F of each object (a band at one end, in a random
+direction) with its class's texture and the rest with one texture shared by all classes,
+so that, as with VOC's people and animals, only a part (and the outline) tells the class:
+the case the erasing methods of ``wsss compare`` were made for.
 
-    python bench/heldout_data.py OUT [--train 250] [--val 60] [--seed 123]
-                                     [--photos ../shared/data/coco128_voc]
+    python bench/heldout_data.py OUT [--train 250] [--val 60] [--seed 123] [--scale 1]
+                                     [--part 1] [--photos ../shared/data/coco128_voc]
 
 then run the pipeline on OUT as on any dataset (see the README).
 """
@@ -30,9 +35,9 @@ def polygon(cx: float, cy: float, radii: list[float], angle: float) -> np.ndarra
                      for i, r in enumerate(radii)])
 
 
-def shape(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def shape(cls: int, h: int, w: int, rng: np.random.Generator, scale: float) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
-    r = int(rng.integers(18, 34))
+    r = int(rng.integers(round(18 * scale), round(34 * scale)))
     cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
     a = rng.uniform(0, 2 * np.pi)
     if cls == 1:
@@ -68,12 +73,33 @@ def texture(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
+def shared_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """The class-neutral texture of ``--part``: grey checks, the same for every class."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    v = ((np.floor(xx / 3) + np.floor(yy / 3)) % 2).astype(np.float32)
+    grey = 110 + 60 * v + rng.uniform(-10, 10)
+    return np.repeat(grey[..., None], 3, -1).astype(np.uint8)
+
+
+def telling_part(obj: np.ndarray, part: float, rng: np.random.Generator) -> np.ndarray:
+    """The pixels of ``obj`` in its last ``part`` along a random direction (a band at one end)."""
+    ys, xs = np.nonzero(obj)
+    a = rng.uniform(0, 2 * np.pi)
+    along = np.cos(a) * xs + np.sin(a) * ys
+    keep = np.zeros_like(obj)
+    keep[ys, xs] = along >= np.quantile(along, 1 - part)
+    return keep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, default=250)
     parser.add_argument("--val", type=int, default=60)
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--scale", type=float, default=1.0, help="image and object size factor")
+    parser.add_argument("--part", type=float, default=1.0,
+                        help="share of each object in its class's texture (the rest shared)")
     parser.add_argument("--photos", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/coco128_voc")
     args = parser.parse_args()
@@ -83,15 +109,19 @@ def main() -> None:
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for split, count in (("train", args.train), ("val", args.val)):
         for i in range(count):
-            h, w = int(rng.integers(112, 144)), int(rng.integers(112, 144))
+            lo, hi = round(112 * args.scale), round(144 * args.scale)
+            h, w = int(rng.integers(lo, hi)), int(rng.integers(lo, hi))
             photo = photos[int(rng.integers(len(photos)))]
             y0 = int(rng.integers(0, photo.shape[0] - 100))
             x0 = int(rng.integers(0, photo.shape[1] - 100))
             image = cv2.resize(photo[y0 : y0 + 100, x0 : x0 + 100], (w, h)).copy()
             mask = np.zeros((h, w), np.uint8)
             for cls in rng.choice(np.arange(1, 6), int(rng.integers(1, 4)), replace=False):
-                obj = shape(int(cls), h, w, rng)
+                obj = shape(int(cls), h, w, rng, args.scale)
                 image[obj] = texture(int(cls), h, w, rng)[obj]
+                if args.part < 1:
+                    neutral = obj & ~telling_part(obj, args.part, rng)
+                    image[neutral] = shared_texture(h, w, rng)[neutral]
                 mask[obj] = cls
             image = np.clip(cv2.GaussianBlur(image, (3, 3), 0.6) + rng.normal(0, 5, image.shape), 0, 255)
             image_id = f"{split}_{i:04d}"
