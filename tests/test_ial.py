@@ -27,7 +27,7 @@ from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import PerImageConfig
-from wsss_cli.stages.ial_pairwise import ConfidentPart, pairwise_losses
+from wsss_cli.stages.ial_pairwise import ConfidentPart, gated_by_cams, pairwise_losses
 from wsss_cli.stages.ial_regions import (
     agreeing,
     pool_features,
@@ -37,7 +37,7 @@ from wsss_cli.stages.ial_regions import (
     train_region_classifier,
 )
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir
-from wsss_cli.workflows.ial import SEED_PRESETS, link_final
+from wsss_cli.workflows.ial import PRESETS, SEED_PRESETS, link_final
 
 ROUNDS = 2
 
@@ -195,6 +195,18 @@ def test_supervision_keeps_the_label_pixels_of_a_class_no_confident_region_kept(
     np.testing.assert_array_equal(np.where(label == 2, 255, kept), confident)  # the rest as before
 
 
+def test_the_cam_gate_moves_a_class_to_the_background_where_its_cam_is_low():
+    scores = np.array([[[0.2, 0.2, 0.2]], [[0.5, 0.5, 0.5]], [[0.3, 0.3, 0.3]]])  # bg, class 2, 5
+    cam_classes = np.array([2, 4, 5])
+    cams = np.array([[[1.0, 0.4, 0.1]], [[0.0, 0.0, 0.0]], [[0.1, 0.5, 2.0]]])
+    gated = gated_by_cams(scores, [2, 5], cam_classes, cams, 0.3)
+    # class 2 (max 1.0) is gated where its CAM < 0.3: the last pixel; class 5 (max 2.0)
+    # where < 0.6: the first two
+    np.testing.assert_allclose(gated, [[[0.5, 0.5, 0.7]], [[0.5, 0.5, 0.0]], [[0.0, 0.0, 0.3]]])
+    assert scores[0, 0, 0] == 0.2  # the input is left as it was
+    np.testing.assert_array_equal(gated_by_cams(scores, [2, 5], cam_classes, cams, 0.0), scores)
+
+
 # ------------------------------------------------------------------ the round loop
 
 
@@ -257,6 +269,9 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
     # tiny's seeds take a stronger background than PSA's alpha 4 (none was given)
     seeds = stages[f"make-aff-labels:{IalRound(0).supervision}"]["settings"]
     assert seeds["alpha_low"] == SEED_PRESETS["tiny"]["alpha_low"] < 4
+    # and tiny's E-step gates each class by its CAM
+    refined = stages[f"ial-refine:{IalRound(1).labels}"]["settings"]
+    assert refined["cam_gate"] == PRESETS["tiny"]["cam_gate"] > 0
     weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
     np.testing.assert_allclose(weights, want, atol=5e-4)
     assert stages[f"train-pairwise:{IalRound(2).pairwise}"]["settings"]["class_weights"] == weights

@@ -46,11 +46,20 @@ from wsss_cli.stages.common import (
     fill_from_preset,
     jobs_option,
     per_image_run,
+    set_option,
     training_run,
 )
 from wsss_cli.stages.ial_regions import restricted, unary_distribution
 from wsss_cli.training import fit, param_groups
-from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, file_digest
+from wsss_cli.workdir import (
+    ArtifactSet,
+    IalRound,
+    Layout,
+    Workdir,
+    entry_name,
+    file_digest,
+    read_cams,
+)
 
 STAGE = "train-pairwise"
 # SPN's reference trains the gate layers at 1e-4 and the guidance network at 0.1x of it;
@@ -146,6 +155,9 @@ class RefineConfig(NetworkPassConfig):
                                       "pixels from before the CRF.")
     supervise_lost: bool = option(True, "A class of an image's labels that no confident region "
                                         "keeps is supervised on its label pixels in the next round.")
+    cam_gate: float = option(0.0, "A class may label only the pixels where its CAM reaches this "
+                                  "share of its maximum; 0 = everywhere.", min=0, max=1)
+    cams: str = set_option(Layout.CAMS, "CAM set the CAM gate reads")
     jobs: int = jobs_option()
 
 
@@ -163,6 +175,20 @@ def refined_scores(unary: nn.Module, pairwise: PairwiseNet, image: np.ndarray, c
                             align_corners=False)[0]
     refined = refined[[0, *classes]].clamp_min(0)
     return (refined / refined.sum(0, keepdim=True).clamp_min(1e-8)).cpu().numpy()
+
+
+def gated_by_cams(scores: np.ndarray, classes: list[int], cam_classes: np.ndarray, cams: np.ndarray,
+                  share: float) -> np.ndarray:
+    """``scores [1 + n, H, W]`` (background, then ``classes``) with each class's score moved
+    to the background where its CAM (``cams [m, H, W]`` of ``cam_classes``) is below
+    ``share`` of its maximum; every pixel keeps its sum."""
+    out = scores.copy()
+    for row, c in enumerate(classes, start=1):
+        cam = cams[list(cam_classes).index(c)]
+        gated = cam < share * cam.max()
+        out[0][gated] += out[row][gated]
+        out[row][gated] = 0
+    return out
 
 
 @dataclass(frozen=True)
@@ -196,7 +222,10 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
     out = layout.labels(this.labels)
     inputs = {"unary_digest": file_digest(unary_path), "pairwise_digest": file_digest(pairwise_path),
               **Workdir(cfg.workdir).producer_hashes(f"ial-regions:{this.regions}")}
-    supervision = layout.labels(this.supervision)
+    if cfg.cam_gate > 0:
+        inputs.update(Workdir(cfg.workdir).producer_hashes(entry_name("dump-cams", cfg.cams,
+                                                                      Layout.CAMS)))
+    supervision, cams = layout.labels(this.supervision), layout.cams(cfg.cams)
     with per_image_run(f"ial-refine:{out.name}", cfg, data, data.ids(cfg.split), out, inputs) as job:
         job.record.update(also_writes=[supervision.name])
         device, amp, loader = prepare_inference(unary, cfg.runtime, cfg.amp, data, job.todo,
@@ -207,6 +236,9 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
             for image_id, image in loader:
                 image, classes = image.numpy(), data.labels(image_id)
                 scores = refined_scores(unary, pairwise, image, classes, device, amp)
+                if cfg.cam_gate > 0:
+                    scores = gated_by_cams(scores, classes, *read_cams(cams.path(image_id)),
+                                           cfg.cam_gate)
                 task: LabelTask = (out.path(image_id), image, scores, np.array(classes))
                 yield task
 

@@ -38,12 +38,12 @@ from wsss_cli.stages.train_aff import classifier_backbone
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, entry_name, link_file, write_json
 
 METHODS = ("psa", "ial")
-# per backbone family: superpixel area (px) and (tiny) the unary network's epochs; unset =
-# train-seg's (docs/results.md#ial)
+# per backbone family: superpixel area (px), (tiny) the unary network's epochs (unset =
+# train-seg's) and the E-step's CAM gate (docs/results.md#ial)
 PRESETS: dict[str, dict[str, Any]] = {
-    "psa": dict(superpixel_area=256, unary_epochs=None),
-    "irn": dict(superpixel_area=256, unary_epochs=None),
-    "tiny": dict(superpixel_area=64, unary_epochs=10),
+    "psa": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0),
+    "irn": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0),
+    "tiny": dict(superpixel_area=64, unary_epochs=10, cam_gate=0.05),
 }
 # per backbone family: the round-0 seeds' make-aff-labels settings where --alpha-low is
 # not given; unset = PSA's (docs/results.md#ial: the unary network learns the seeds' overreach)
@@ -89,6 +89,10 @@ class IalConfig:
     supervise_lost: bool = option(default_of(RefineConfig, "supervise_lost"),
                                   "IAL: a class of an image's labels that no confident region "
                                   "keeps is supervised on its label pixels in the next round.")
+    cam_gate: float | None = option(None, "IAL: in the E-step a class may label only the pixels "
+                                          "where its CAM reaches this share of its maximum in "
+                                          "the image; 0 = everywhere.", min=0, max=1,
+                                    default_text="0.05 for tiny, 0 otherwise")
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
@@ -128,7 +132,8 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
                             crf_backend=seeds.crf_backend,
                             crf_power=ial.crf_power, keep_classes=ial.keep_classes,
-                            supervise_lost=ial.supervise_lost, jobs=jobs))
+                            supervise_lost=ial.supervise_lost, cam_gate=ial.cam_gate,
+                            cams=dump.out, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
         print(format_table(["round", "labels mIoU", "regions precision", "supervision precision",
