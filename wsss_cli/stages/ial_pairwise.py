@@ -8,7 +8,8 @@ distribution ``a_u`` (frozen unary network, restricted to the image's classes) i
 normalised gates to the superpixel targets (``ops.spn_gate_targets``: a pixel's gates
 share their weight among the neighbours in its superpixel, none across).
 
-``ial-refine``: ``a_p`` of every image, restricted to its classes, (CRF,) argmax: the
+``ial-refine``: ``a_p`` of every image, restricted to its classes, each class kept only
+where its CAM reaches ``cam_gate`` of its maximum (0: everywhere), (CRF,) argmax: the
 round's pseudo-labels; where they agree with the round's confident regions, they are the
 next round's supervision (255 elsewhere). The image labels say which objects are there, so
 none is dropped: a labelled class the CRF erases keeps its pixels from before the CRF
