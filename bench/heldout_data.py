@@ -107,9 +107,9 @@ def main() -> None:
     photos = [read_image(p) for p in sorted((args.photos / "JPEGImages").glob("*.jpg"))[:100]]
     labels: dict[str, list[int]] = {}
     splits: dict[str, list[str]] = {"train": [], "val": []}
+    lo, hi = round(112 * args.scale), round(144 * args.scale)
     for split, count in (("train", args.train), ("val", args.val)):
         for i in range(count):
-            lo, hi = round(112 * args.scale), round(144 * args.scale)
             h, w = int(rng.integers(lo, hi)), int(rng.integers(lo, hi))
             photo = photos[int(rng.integers(len(photos)))]
             y0 = int(rng.integers(0, photo.shape[0] - 100))
