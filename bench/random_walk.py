@@ -1,4 +1,5 @@
-"""Benchmark ``wsss_cli.ops.random_walk`` (sparse) against a dense N x N random walk.
+"""Benchmark ``wsss_cli.ops.random_walk`` (its torch and native backends) against a dense
+N x N random walk.
 
 The dense reference is the way PSA's ``infer_aff`` works: the full ``N x N`` affinity matrix
 (same edges as the op: all pairs with ``dy^2 + dx^2 < r^2`` plus self-loops), ``A ** beta``,
@@ -13,6 +14,9 @@ Each case also reports the walk's rate in multiply-adds per second, counting
 r = 5), beside the rate of a 1024 x 1024 float32 matmul timed in the same process (same
 device and threads), and the ratio of the two: how far the walk is from the machine's
 matmul speed.
+
+The native backend (a C kernel built on first use) runs where it applies (the CPU) and
+a C compiler is at hand; otherwise its rows are left out.
 
     python bench/random_walk.py [--json PATH] [--device cpu|cuda] [--repeats N]
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsss_cli.ops import affinity_offsets, random_walk
+from wsss_cli.ops import affinity_offsets, native, random_walk
 
 K_CLASSES = 21
 C_FEATURES = 448
@@ -147,10 +151,10 @@ def worker(h: int, w: int, method: str, device: str, repeats: int, out_path: str
     The matmul is timed after the case, so that its memory is not in the case's peak.
     """
     scores, features = make_inputs(h, w, device)
-    if method == "sparse":
+    if method != "dense":
 
         def call() -> torch.Tensor:
-            return random_walk(scores, features, RADIUS, BETA, LOGT)
+            return random_walk(scores, features, RADIUS, BETA, LOGT, backend=method)
     else:
 
         def call() -> torch.Tensor:
@@ -224,28 +228,33 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
 
+    methods = ["torch"]
+    if args.device == "cpu" and native.library("random_walk") is not None:
+        methods.append("native")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for h, w, with_dense in GRIDS:
             case = {"grid": f"{h}x{w}", "N": h * w}
-            sparse = run_case(h, w, "sparse", args, tmp)
-            diff = speedup = None
-            if with_dense:
-                dense = run_case(h, w, "dense", args, tmp)
-                diff = float(np.abs(sparse["out"] - dense["out"]).max())
-                speedup = dense["seconds"] / sparse["seconds"]
+            dense = run_case(h, w, "dense", args, tmp) if with_dense else None
+            if dense is not None:
                 rows.append(
                     case
                     | {"method": "dense", "seconds": dense["seconds"], "peak_mb": dense["peak_mb"]}
                     | {"max_abs_diff": None, "speedup": 1.0}
                     | _rates(dense["seconds"], h * w, dense["matmul_mac_per_s"])
                 )
-            rows.append(
-                case
-                | {"method": "sparse", "seconds": sparse["seconds"], "peak_mb": sparse["peak_mb"]}
-                | {"max_abs_diff": diff, "speedup": speedup}
-                | _rates(sparse["seconds"], h * w, sparse["matmul_mac_per_s"])
-            )
+            for method in methods:
+                sparse = run_case(h, w, method, args, tmp)
+                diff = speedup = None
+                if dense is not None:
+                    diff = float(np.abs(sparse["out"] - dense["out"]).max())
+                    speedup = dense["seconds"] / sparse["seconds"]
+                rows.append(
+                    case
+                    | {"method": method, "seconds": sparse["seconds"], "peak_mb": sparse["peak_mb"]}
+                    | {"max_abs_diff": diff, "speedup": speedup}
+                    | _rates(sparse["seconds"], h * w, sparse["matmul_mac_per_s"])
+                )
 
     header = f"{'grid':>8} {'N':>6} {'method':>7} {'seconds':>9} {'peak MB':>8} "
     header += f"{'max |diff|':>11} {'speedup':>8} {'GMAC/s':>7} {'mm GMAC/s':>9} {'mm/walk':>7}"

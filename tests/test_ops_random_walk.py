@@ -8,12 +8,19 @@ import torch
 from conftest import assert_close, golden_cases, load_golden
 
 from wsss_cli import ops
+from wsss_cli.ops import native
+
+needs_native = pytest.mark.skipif(native.library("random_walk") is None,
+                                  reason="no C compiler for the native walk")
+BACKENDS = ["torch", pytest.param("native", marks=needs_native)]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("path", golden_cases("random_walk"), ids=lambda p: p.stem)
-def test_random_walk_golden(path):
+def test_random_walk_golden(path, backend):
     _, params, inputs, expected = load_golden(path)
-    got = ops.random_walk(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params)
+    got = ops.random_walk(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **params,
+                          backend=backend)
     assert got.dtype == torch.float32
     assert_close(got.numpy(), expected["out64"])
 
@@ -72,6 +79,75 @@ def test_batch_walks_each_image_on_its_own_graph(h, w, radius, dtype):
     for i in range(b):
         want, _ = _dense_walk(scores[i], features[i], radius, 8, 4)
         torch.testing.assert_close(got[i], want.to(dtype), **_TOLERANCE[dtype])
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("b", "k", "h", "w", "radius", "logt"),
+    # K = 40 walks in two turns (32 + 8 columns); w = 3 and 7 leave pixels after the blocks
+    # of four; radius 1 has no neighbours, h = 1 no rows below; the last two are large
+    # enough for three threads' bands (on 2 rows: two bands)
+    [(1, 21, 13, 17, 5, 5), (2, 40, 9, 7, 4, 3), (1, 1, 6, 3, 5, 4), (3, 3, 1, 9, 3, 2),
+     (1, 5, 8, 8, 1, 2), (2, 8, 16, 12, 5, 0), (1, 3, 80, 81, 5, 3), (1, 2, 2, 7000, 3, 2)],
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_native_walk_matches_torch(b, k, h, w, radius, logt, threads):
+    gen = torch.Generator().manual_seed(k + h)
+    scores = torch.rand(b, k, h, w, generator=gen)
+    # 37 channels: the distances' blocks of four channels leave one over; channels last,
+    # as AffinityNet's features come, so that the kernel reads a copy
+    features = torch.rand(b, h, w, 37, generator=gen).permute(0, 3, 1, 2)
+    want = ops.random_walk(scores, features, radius, 8, logt, backend="torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = ops.random_walk(scores, features, radius, 8, logt, backend="native")
+    finally:
+        torch.set_num_threads(before)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    one = ops.random_walk(scores[-1], features[-1], radius, 8, logt, backend="native")
+    torch.testing.assert_close(one, got[-1], rtol=0, atol=0)
+
+
+def test_without_a_compiler_auto_walks_in_torch(monkeypatch, tmp_path):
+    scores, features = _inputs(3, 4, 7, 9, dtype=torch.float32)
+    want = ops.random_walk(scores, features, 3, 8, 4, backend="torch")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    native.library.cache_clear()
+    try:
+        assert native.library("random_walk") is None
+        torch.testing.assert_close(ops.random_walk(scores, features, 3, 8, 4), want, rtol=0, atol=0)
+        with pytest.raises(RuntimeError, match="C compiler"):
+            ops.random_walk(scores, features, 3, 8, 4, backend="native")
+    finally:
+        native.library.cache_clear()
+
+
+@needs_native
+def test_the_native_kernel_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        assert native.library("random_walk") is not None
+        built = list((tmp_path / "wsss" / "native").iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"
+        stamp = built[0].stat().st_mtime_ns
+        native.library.cache_clear()
+        assert native.library("random_walk") is not None
+        assert list((tmp_path / "wsss" / "native").iterdir()) == built
+        assert built[0].stat().st_mtime_ns == stamp
+    finally:
+        native.library.cache_clear()
+
+
+def test_backend_choices():
+    scores, features = _inputs(2, 3, 4, 5)
+    with pytest.raises(ValueError, match="backend"):
+        ops.random_walk(scores.float(), features.float(), backend="cuda")
+    with pytest.raises(ValueError, match="float32 on the CPU"):
+        ops.random_walk(scores, features, backend="native")
 
 
 def test_degree_weighted_mass_is_conserved():

@@ -1,4 +1,5 @@
-"""The pipeline's algorithms as pure functions (no files, no models, no global state).
+"""The pipeline's algorithms as pure functions (no files, no models, no global state; the
+one exception, ``ops.native``, keeps the C kernels it builds in a cache folder).
 
 The semantics of every name here are fixed by ``OPS_API.md`` and checked against
 test vectors recorded from the papers' reference code (``tests/test_ops_*.py``).

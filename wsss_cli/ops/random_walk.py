@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsss_cli.ops import native
 from wsss_cli.ops.affinity import affinity_offsets
+
+BACKENDS = ("auto", "torch", "native")
 
 # Channels are reduced in chunks of at most this many elements (images x channels x pixels),
 # which keeps the temporary of the feature difference small (in cache) whatever C is.
@@ -14,10 +19,16 @@ _CHUNK_ELEMENTS = 1 << 19
 # Score rows are zero-padded to a multiple of this many columns: the CPU kernel of
 # embedding_bag (FBGEMM) walks 24 columns about 1.3x faster than 21 (no ragged vector tail).
 _COLUMN_MULTIPLE = 8
+# the native kernel walks at most this many score columns at once (more: in turns)
+_NATIVE_COLUMNS = 32
+# and gives each of torch's threads a band of at least this many pixels: on smaller bands
+# the threads wait for each other more than they work (a 32 x 32 grid was slower on two)
+_NATIVE_PIXELS_PER_THREAD = 2048
 
 
 def random_walk(
-    scores: Tensor, features: Tensor, radius: int = 5, beta: float = 8, logt: int = 8
+    scores: Tensor, features: Tensor, radius: int = 5, beta: float = 8, logt: int = 8,
+    backend: str = "auto",
 ) -> Tensor:
     """Propagate ``scores`` by ``2**logt`` steps of a random walk on the affinity graph.
 
@@ -36,11 +47,21 @@ def random_walk(
     ``embedding_bag`` over those rows: every pixel's new ``[K]`` scores are the weighted sum of
     its neighbours' rows, so memory is linear in ``N``. Computation is float64 when either
     input is float64, float32 otherwise.
+
+    ``backend``: "torch" (the above), "native" (float32 on the CPU only: a C kernel,
+    ``random_walk.c``, that steps on a zero-padded score grid, each neighbour a constant
+    offset; built on first use, see ``ops.native``) or "auto" (native where it applies and
+    a C compiler is at hand, torch otherwise). Both give the same walk up to float rounding.
     """
     batched = _check(scores, features, radius, logt)
     if not batched:
         scores, features = scores[None], features[None]
     dtype = torch.float64 if torch.float64 in (scores.dtype, features.dtype) else torch.float32
+    kernels = _native_kernels(backend, dtype, scores.device)
+    if kernels is not None:
+        out = _native_walk(kernels, scores.float(), features.float(), radius, beta, logt)
+        out = out.to(scores.dtype)
+        return out if batched else out[0]
     b, k, h, w = scores.shape
 
     columns, starts, values = _transition_rows(features.to(dtype), radius, beta)
@@ -51,6 +72,60 @@ def random_walk(
     out = state[:, :k].reshape(b, h, w, k).permute(0, 3, 1, 2)
     out = out.to(scores.dtype).contiguous()
     return out if batched else out[0]
+
+
+def _native_kernels(backend: str, dtype: torch.dtype, device: torch.device) -> ctypes.CDLL | None:
+    """The native kernels if ``backend`` asks for them (and they apply), else None."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    applies = device.type == "cpu" and dtype == torch.float32
+    if backend == "torch" or (backend == "auto" and not applies):
+        return None
+    if not applies:
+        raise ValueError(f"the native walk is float32 on the CPU, got {dtype} on {device}")
+    kernels = native.library("random_walk")
+    if kernels is None and backend == "native":
+        raise RuntimeError("the native walk could not be built: no working C compiler "
+                           "(set CC to one, or use backend='torch')")
+    return kernels
+
+
+def _native_walk(kernels: ctypes.CDLL, scores: Tensor, features: Tensor, radius: int, beta: float,
+                 logt: int) -> Tensor:
+    """``random_walk`` of float32 CPU ``scores [B, K, h, w]`` on ``features [B, C, h, w]``
+    by the C kernels: each image's rows of ``D^-1 A`` ``[h, w, len(disk)]``, then its
+    scores walked in turns of at most ``_NATIVE_COLUMNS`` columns on a zero-padded grid."""
+    b, k, h, w = scores.shape
+    c = features.shape[1]
+    disk = _disk(radius)
+    dy, dx = (torch.tensor(side, dtype=torch.int32) for side in zip(*disk, strict=True))
+    pad = max(abs(off) for off in dy.tolist() + dx.tolist())
+    threads = max(1, min(torch.get_num_threads(), h * w // _NATIVE_PIXELS_PER_THREAD))
+    out = torch.empty(b, k, h, w)
+    for i in range(b):
+        # named: a temporary's memory would be freed before the kernel reads it
+        image_features = features[i].contiguous()
+        rows = torch.zeros(h, w, len(disk))
+        if kernels.wsss_transition_rows(_pointer(image_features), _pointer(rows),
+                                        _pointer(dy), _pointer(dx), len(disk), h, w, c,
+                                        ctypes.c_float(-beta / c), threads):
+            raise MemoryError("out of memory for the walk's distances")
+        for k0 in range(0, k, _NATIVE_COLUMNS):
+            part = scores[i, k0 : k0 + _NATIVE_COLUMNS]
+            width = -(-part.shape[0] // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
+            grids = torch.zeros(2, h + 2 * pad, w + 2 * pad, width)
+            inside = (slice(pad, pad + h), slice(pad, pad + w), slice(0, part.shape[0]))
+            grids[0][inside] = part.permute(1, 2, 0)
+            which = kernels.wsss_walk(_pointer(grids[0]), _pointer(grids[1]), _pointer(rows),
+                                      _pointer(dy), _pointer(dx), len(disk), h, w, pad, width,
+                                      2**logt, threads)
+            out[i, k0 : k0 + part.shape[0]] = grids[which][inside].permute(2, 0, 1)
+    return out
+
+
+def _pointer(tensor: Tensor) -> ctypes.c_void_p:
+    """A contiguous tensor's data as a C pointer (the caller keeps the tensor alive)."""
+    return ctypes.c_void_p(tensor.data_ptr())
 
 
 def _check(scores: Tensor, features: Tensor, radius: int, logt: int) -> bool:
