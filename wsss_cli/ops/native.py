@@ -38,20 +38,20 @@ def cache_folder() -> Path:
 @functools.cache
 def library(name: str) -> ctypes.CDLL | None:
     """``ops/<name>.c`` built for this machine and loaded; None when it cannot be built
-    (no C compiler, a failing one, or no writable cache folder)."""
+    (no C compiler, a failing one, no writable cache folder, or the source not installed)."""
     source = Path(__file__).with_name(f"{name}.c")
     compiler = shlex.split(os.environ.get("CC") or "cc")
     level = torch.backends.cpu.get_cpu_capability()
     command = [*compiler, *FLAGS, *ARCH_FLAGS.get(level, [])]
-    key = hashlib.sha256(
-        b"\0".join([source.read_bytes(), " ".join(command).encode(), platform.machine().encode()])
-    ).hexdigest()[:16]
-    target = cache_folder() / f"{name}-{level.lower()}-{key}.so"
     try:
+        key = hashlib.sha256(b"\0".join(
+            [source.read_bytes(), " ".join(command).encode(), platform.machine().encode()]
+        )).hexdigest()[:16]
+        target = cache_folder() / f"{name}-{level.lower()}-{key}.so"
         if not target.exists():
             _build(command, source, target)
         return ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, RuntimeError, subprocess.SubprocessError):  # RuntimeError: no home folder
         return None
 
 
