@@ -23,7 +23,7 @@ import torch
 
 # per torch's CPU capability: the instruction set the kernels may use (the level is in the
 # cache key: a library built for AVX2 must not be loaded on a machine without it). AVX-512
-# machines get AVX2 code: the walk ran 3-20 % slower built with AVX-512 (docs/results.md).
+# machines get AVX2 code: built with AVX-512 the walk was slower (docs/results.md#random-walk).
 ARCH_FLAGS = {"AVX512": ["-mavx2", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
 FLAGS = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 BUILD_SECONDS = 120

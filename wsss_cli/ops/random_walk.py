@@ -22,7 +22,7 @@ _COLUMN_MULTIPLE = 8
 # the native kernel walks at most this many score columns at once (more: in turns)
 _NATIVE_COLUMNS = 32
 # and gives each of torch's threads a band of at least this many pixels: on smaller bands
-# the threads wait for each other more than they work (a 32 x 32 grid was slower on two)
+# the threads wait for each other more than they work (docs/results.md#random-walk)
 _NATIVE_PIXELS_PER_THREAD = 2048
 
 
