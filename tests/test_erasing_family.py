@@ -5,6 +5,7 @@ a two-epoch run of each on the toy set, and ``wsss compare``."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from stage_runs import GLOBAL, TINY_TRAINING, invoke
+from torch import nn
 
 from wsss_cli import ops
-from wsss_cli.cam_methods import CAM_METHODS
+from wsss_cli.cam_methods import CAM_METHODS, erasing
 from wsss_cli.cli import main
 from wsss_cli.data.augment import erase_pixels, normalize
 from wsss_cli.data.dataset import VocDataset
@@ -27,6 +29,7 @@ from wsss_cli.models.classifier import CamNet
 from wsss_cli.models.erasing import ErasingNet
 from wsss_cli.models.mdc import MdcNet
 from wsss_cli.options import settings_of
+from wsss_cli.stages.common import method_defaults
 from wsss_cli.stages.train_cls import TrainClsConfig, with_batch_augmentation
 from wsss_cli.training import StepContext, load_checkpoint
 from wsss_cli.workdir import Workdir, read_cams
@@ -183,6 +186,44 @@ def test_erasing_net_feeds_each_step_the_image_the_earlier_steps_erased():
     assert mask.any() and (seen["x"][0, :, mask] == 0).all()
     assert torch.equal(seen["x"][0, :, ~mask], x[0, :, ~mask])
     assert fused.shape == (1, 2, 8, 8) and torch.all(fused >= normed - 1e-6)
+
+
+class _FixedMaps(nn.Module):
+    """A step stub: the same CAMs ``[1, 1, 8, 8]`` whatever it sees, class 0 present."""
+
+    def __init__(self, maps: torch.Tensor):
+        super().__init__()
+        self.maps = maps
+
+    def cams(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(1, 1)
+
+
+def test_a_later_steps_map_counts_only_within_reach_of_the_erased_regions():
+    first, second = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    first[0, 0, 1, 1] = 1.0  # step 1 erases position (1, 1) alone (>= 0.5 of its max)
+    second[0, 0, 1, 2], second[0, 0, 1, 3], second[0, 0, 6, 6] = 0.8, 0.6, 1.0
+    net = ErasingNet([_FixedMaps(first), _FixedMaps(second)], threshold=0.5)
+    x = torch.zeros(1, 3, 64, 64)
+    everywhere = net.cams(x, reach=-1)  # AE-PSL's max
+    assert torch.allclose(everywhere, torch.maximum(first, second), atol=1e-4)
+    near = net.cams(x, reach=1)  # (1, 2) is next to (1, 1); (1, 3) and (6, 6) are not
+    assert near[0, 0, 1, 2] == pytest.approx(0.8, abs=1e-4)
+    assert near[0, 0, 1, 3] == 0 and near[0, 0, 6, 6] == 0
+    assert near[0, 0, 1, 1] == pytest.approx(1.0, abs=1e-4)
+    assert net.cams(x, reach=2)[0, 0, 1, 3] == pytest.approx(0.6, abs=1e-4)
+    assert torch.equal(net.cams(x, reach=0), first / (1 + 1e-5))
+
+
+def test_erase_reach_is_tinys_default_in_dump_cams_and_configures_the_reader():
+    assert method_defaults("erasing", "tiny", "dump-cams") == {"erase_reach": erasing.TINY_REACH}
+    assert method_defaults("erasing", "resnet38", "dump-cams") == {"erase_reach": -1}
+    reader = CAM_METHODS.get("erasing").configured(SimpleNamespace(erase_reach=0))
+    assert reader.reach == 0
+    assert CAM_METHODS.get("erasing").configured(SimpleNamespace()).reach == -1
 
 
 # ------------------------------------------------------------------ evaluation

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsss_cli.cam_methods import CAM_METHODS, CAM_READERS, CamReader
+from wsss_cli.cam_methods import CAM_METHODS, CAM_READERS, CamReader, erasing
 from wsss_cli.cam_methods.seam import MAPS
 from wsss_cli.data.dataset import open_dataset
 from wsss_cli.inference import multiscale_sum, prepare_inference
@@ -49,6 +49,11 @@ class DumpCamsConfig(NetworkPassConfig):
     seam_maps: str | None = option(None, "SEAM classifiers: read the PCM's refined maps (SEAM's "
                                          "inference) or the CAM head's.", choices=MAPS,
                                    hashed="unless-default", default_text="refined; cam for tiny")
+    erase_reach: int | None = option(None, "Erasing classifiers: a later step's map counts only "
+                                           "within this many map positions of the regions the "
+                                           "steps before it erased; -1: everywhere (AE-PSL's "
+                                           "max).", min=-1, hashed="unless-default",
+                                     default_text=f"{erasing.TINY_REACH} for tiny, -1 otherwise")
     out: str = set_option(Layout.CAMS, "CAM set to write")
     processes: int = processes_option()
 
