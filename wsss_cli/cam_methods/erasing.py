@@ -36,9 +36,9 @@ class Erasing(Defaults):
     # filled in where unset, so that the settings hash names it (runs made under the former
     # default, 0.5, hashed without it, are not taken for runs at 0.8)
     options: ClassVar[dict[str, Any]] = {"erase_threshold": THRESHOLD}
+    # tiny's reach is set in dump-cams's config, so that its settings hash names it
     downstream: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
-        family: {"dump-cams": {"erase_reach": TINY_REACH if family == "tiny" else -1}}
-        for family in ("psa", "irn", "tiny")}
+        "tiny": {"dump-cams": {"erase_reach": TINY_REACH}}}
 
     def configured(self, cfg: Any) -> Erasing:
         """With train-cls's ``erase_steps`` and ``erase_threshold``, dump-cams's ``erase_reach``."""

@@ -119,6 +119,8 @@ def _native_walk(kernels: ctypes.CDLL, scores: Tensor, features: Tensor, radius:
             which = kernels.wsss_walk(_pointer(grids[0]), _pointer(grids[1]), _pointer(rows),
                                       _pointer(dy), _pointer(dx), len(disk), h, w, pad, width,
                                       2**logt, threads)
+            if which not in (0, 1):
+                raise RuntimeError(f"the native walk does not take {width} score columns")
             out[i, k0 : k0 + part.shape[0]] = grids[which][inside].permute(2, 0, 1)
     return out
 
