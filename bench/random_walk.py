@@ -244,16 +244,16 @@ def main() -> None:
                     | _rates(dense["seconds"], h * w, dense["matmul_mac_per_s"])
                 )
             for method in methods:
-                sparse = run_case(h, w, method, args, tmp)
+                result = run_case(h, w, method, args, tmp)
                 diff = speedup = None
                 if dense is not None:
-                    diff = float(np.abs(sparse["out"] - dense["out"]).max())
-                    speedup = dense["seconds"] / sparse["seconds"]
+                    diff = float(np.abs(result["out"] - dense["out"]).max())
+                    speedup = dense["seconds"] / result["seconds"]
                 rows.append(
                     case
-                    | {"method": method, "seconds": sparse["seconds"], "peak_mb": sparse["peak_mb"]}
+                    | {"method": method, "seconds": result["seconds"], "peak_mb": result["peak_mb"]}
                     | {"max_abs_diff": diff, "speedup": speedup}
-                    | _rates(sparse["seconds"], h * w, sparse["matmul_mac_per_s"])
+                    | _rates(result["seconds"], h * w, result["matmul_mac_per_s"])
                 )
 
     header = f"{'grid':>8} {'N':>6} {'method':>7} {'seconds':>9} {'peak MB':>8} "

@@ -88,6 +88,12 @@ static int in_bands(task_t *task, int threads) {
 
 /* ---- the transition rows ---- */
 
+/* the columns x whose neighbour x + dx is inside a row of width w: [*x0, *x1) */
+static inline void inside_columns(int dx, int w, int *x0, int *x1) {
+  *x0 = dx < 0 ? -dx : 0;
+  *x1 = dx > 0 ? w - dx : w;
+}
+
 static void rows_band(task_t *task, int y0, int y1, barrier_t *barrier) {
   const int m = task->m, h = task->h, w = task->w, c = task->c;
   const int *dy = task->dy, *dx = task->dx;
@@ -108,7 +114,8 @@ static void rows_band(task_t *task, int y0, int y1, barrier_t *barrier) {
         if (y + dy[j] >= h) continue;
         const float *restrict there = here + (long)dy[j] * w + dx[j];
         float *restrict d = dist + (long)j * w;
-        int x0 = dx[j] < 0 ? -dx[j] : 0, x1 = dx[j] > 0 ? w - dx[j] : w;
+        int x0, x1;
+        inside_columns(dx[j], w, &x0, &x1);
         if (n == 4) {
           const float *h1 = here + plane, *h2 = here + 2 * plane, *h3 = here + 3 * plane;
           const float *t1 = there + plane, *t2 = there + 2 * plane, *t3 = there + 3 * plane;
@@ -125,7 +132,8 @@ static void rows_band(task_t *task, int y0, int y1, barrier_t *barrier) {
      * pixel, but that slot has no other writer) */
     for (int j = m / 2 + 1; j < m; j++) {
       if (y + dy[j] >= h) continue;
-      int x0 = dx[j] < 0 ? -dx[j] : 0, x1 = dx[j] > 0 ? w - dx[j] : w;
+      int x0, x1;
+      inside_columns(dx[j], w, &x0, &x1);
       for (int x = x0; x < x1; x++) {
         float a = expf(task->scale * dist[(long)j * w + x]);
         rows[((long)y * w + x) * m + j] = a;

@@ -112,7 +112,7 @@ def _native_walk(kernels: ctypes.CDLL, scores: Tensor, features: Tensor, radius:
             raise MemoryError("out of memory for the walk's distances")
         for k0 in range(0, k, _NATIVE_COLUMNS):
             part = scores[i, k0 : k0 + _NATIVE_COLUMNS]
-            width = -(-part.shape[0] // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
+            width = _padded_width(part.shape[0])
             grids = torch.zeros(2, h + 2 * pad, w + 2 * pad, width)
             inside = (slice(pad, pad + h), slice(pad, pad + w), slice(0, part.shape[0]))
             grids[0][inside] = part.permute(1, 2, 0)
@@ -123,6 +123,11 @@ def _native_walk(kernels: ctypes.CDLL, scores: Tensor, features: Tensor, radius:
                 raise RuntimeError(f"the native walk does not take {width} score columns")
             out[i, k0 : k0 + part.shape[0]] = grids[which][inside].permute(2, 0, 1)
     return out
+
+
+def _padded_width(k: int) -> int:
+    """``k`` score columns rounded up to a multiple of ``_COLUMN_MULTIPLE``."""
+    return -(-k // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
 
 
 def _pointer(tensor: Tensor) -> ctypes.c_void_p:
@@ -160,7 +165,7 @@ def _check(scores: Tensor, features: Tensor, radius: int, logt: int) -> bool:
 def _score_rows(scores: Tensor) -> Tensor:
     """``[B, K, h, w]`` -> ``[B*h*w, K']``: one row per node, zero-padded to ``K'`` columns."""
     b, k, h, w = scores.shape
-    width = -(-k // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
+    width = _padded_width(k)
     rows = scores.new_zeros(b * h * w, width)
     rows[:, :k] = scores.permute(0, 2, 3, 1).reshape(b * h * w, k)
     return rows
