@@ -34,7 +34,8 @@ def step_cost(backbone: str, method_name: str, args: argparse.Namespace) -> dict
     """Median seconds per step and peak memory (CUDA only) of one method on one backbone."""
     torch.manual_seed(0)
     device = torch.device(args.device)
-    method = CAM_METHODS.get(method_name)
+    # configured as train-cls configures it for this backbone (ACoL's head width, say)
+    method = CAM_METHODS.get(method_name).configured(argparse.Namespace(backbone=backbone))
     net = method.build(build_backbone(backbone), NUM_CLASSES, 0.0).to(device).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)

@@ -6,10 +6,13 @@
 #     bash bench/gpu_check.sh OUT [COCO128_DIR]
 #
 # 1. bench/crf.py: the dense CRF's backends (pydensecrf when installed, torch CPU, CUDA);
-# 2. bench/random_walk.py --device cuda: the sparse walk against the dense one;
-# 3. `wsss --device cuda demo`: the whole toy pipeline on the GPU (bf16 autocast and
+# 2. bench/random_walk.py --device cuda: the sparse walk against the dense one; then on the
+#    machine's CPU cores (the native kernel's bands of rows on a many-core CPU);
+# 3. bench/cam_methods.py on resnet38 and vgg16 at crop 448: each CAM method's training step
+#    against the plain CAM's, time and peak memory;
+# 4. `wsss --device cuda demo`: the whole toy pipeline on the GPU (bf16 autocast and
 #    channels_last in training, the walk and the CRF on the device), timed;
-# 4. with two GPUs or more: a 2-process torchrun train-cls (DDP over NCCL) on the toy data.
+# 5. with two GPUs or more: a 2-process torchrun train-cls (DDP over NCCL) on the toy data.
 # Writes OUT/log.txt (every step's output), OUT/steps.txt, the benches' JSON, the demo's
 # table (OUT/demo.json) and OUT/gpu_check.json, and prints one table. The demo's work
 # folder goes to a temporary folder.
@@ -37,6 +40,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 GPUS=$(nvidia-smi -L | wc -l)
 step crf "$PY" bench/crf.py --data "$COCO" --out "$OUT/crf.json" --repeats 2
 step random_walk "$PY" bench/random_walk.py --device cuda --json "$OUT/random_walk.json"
+step random_walk_cpu "$PY" bench/random_walk.py --device cpu --json "$OUT/random_walk_cpu.json"
+step cam_methods "$PY" bench/cam_methods.py --backbones resnet38,vgg16 --methods cam,seam,has,acol,mdc \
+    --crop 448 --batch 8 --device cuda --json "$OUT/cam_methods.json"
 step demo "$PY" -m wsss_cli --device cuda demo --workdir "$WORK/demo" --jobs 4 --workers 4
 cp "$WORK/demo/eval/demo.json" "$OUT/demo.json" 2>/dev/null
 if [ "$GPUS" -ge 2 ]; then

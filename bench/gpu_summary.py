@@ -1,4 +1,4 @@
-"""The table of ``bench/gpu_check.sh``: each step's status and time, the CRF and walk
+"""The table of ``bench/gpu_check.sh``: each step's status and time, the CRF and CAM-method
 benches' rows, the demo's mIoU table; also ``OUT/gpu_check.json``.
 
     python bench/gpu_summary.py OUT
@@ -22,7 +22,8 @@ def summary(out: Path) -> dict:
         steps[name] = {"exit": int(rc), "seconds": round(float(seconds), 1)}
     return {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps,
             "crf": read_json(out / "crf.json"), "random_walk": read_json(out / "random_walk.json"),
-            "demo": read_json(out / "demo.json")}
+            "random_walk_cpu": read_json(out / "random_walk_cpu.json"),
+            "cam_methods": read_json(out / "cam_methods.json"), "demo": read_json(out / "demo.json")}
 
 
 def main() -> None:
@@ -38,6 +39,12 @@ def main() -> None:
         for case in result["crf"]["cases"]:
             print(f"| {case['size'][0]}x{case['size'][1]} | {case['backend']} | {case['time_s']:.4f} "
                   f"| {case['argmax_agreement']:.4f} |")
+    if result["cam_methods"]:
+        print("\n| backbone | CAM method | batch x crop | s / step | peak MB |\n|---|---|---|---|---|")
+        for row in result["cam_methods"]["rows"]:
+            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
+            print(f"| {row['backbone']} | {row['method']} | {row['batch']} x {row['crop']} "
+                  f"| {row['seconds_per_step']:.3f} | {peak} |")
     if result["demo"]:
         print("\n| demo stage | split | mIoU |\n|---|---|---|")
         for row in result["demo"]["table"]:

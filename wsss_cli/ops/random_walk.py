@@ -23,7 +23,7 @@ _COLUMN_MULTIPLE = 8
 _NATIVE_COLUMNS = 32
 # and gives each of torch's threads a band of at least this many pixels: on smaller bands
 # the threads wait for each other more than they work (docs/results.md#random-walk)
-_NATIVE_PIXELS_PER_THREAD = 2048
+_NATIVE_PIXELS_PER_THREAD = 1024
 
 
 def random_walk(
