@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from wsss_cli.models.backbones import build_backbone
 from wsss_cli.models.pairwise import PairwiseNet
 from wsss_cli.runtime import Runtime
 from wsss_cli.stages.common import PerImageConfig
-from wsss_cli.stages.ial_pairwise import ConfidentPart, gated_by_cams, pairwise_losses
+from wsss_cli.stages.ial_pairwise import ConfidentPart, RefineConfig, gated_by_cams, pairwise_losses
 from wsss_cli.stages.ial_regions import (
     agreeing,
     pool_features,
@@ -37,7 +38,7 @@ from wsss_cli.stages.ial_regions import (
     train_region_classifier,
 )
 from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir
-from wsss_cli.workflows.ial import PRESETS, SEED_PRESETS, link_final
+from wsss_cli.workflows.ial import PRESETS, SEED_PRESETS, IalConfig, link_final, preset_text
 
 ROUNDS = 2
 
@@ -335,3 +336,16 @@ def test_more_rounds_continue_from_the_last_and_relink_the_final_set(classifier,
     assert (workdir / IalRound(1).unary / "model.pt").read_bytes() == first
     last = workdir / IalRound(ROUNDS).labels
     assert all(p.samefile(last / p.name) for p in finished_files(workdir / "pseudo", ".png"))
+
+
+def test_make_pseudo_takes_ials_stage_options_from_the_stages():
+    """An IAL option make-pseudo passes on has the stage's default, help and range, and its
+    per-backbone default text is read from the presets."""
+    ial, refine = ({f.name: f for f in fields(cls)} for cls in (IalConfig, RefineConfig))
+    assert ial["keep_classes"].default == refine["keep_classes"].default
+    assert ial["keep_classes"].metadata["help"].endswith(refine["keep_classes"].metadata["help"])
+    assert ial["cam_gate"].default is None  # the backbone's preset decides
+    assert ial["cam_gate"].metadata["click"]["max"] == refine["cam_gate"].metadata["click"]["max"]
+    assert ial["cam_gate"].metadata["click"]["default_text"] == "0.05 for tiny, 0 otherwise"
+    assert preset_text("superpixel_area") == "64 for tiny, 256 otherwise"
+    assert preset_text("unary_epochs", "train-seg's") == "10 for tiny, train-seg's otherwise"

@@ -32,6 +32,15 @@ def option(default: Any = MISSING, help: str = "", *, hashed: bool | str = True,
     return field(default=default, metadata=metadata)
 
 
+def same_as(cls: type, name: str, prefix: str = "", default: Any = MISSING, **click: Any) -> Any:
+    """An option of a workflow that feeds the option ``name`` of the stage config ``cls``:
+    that option's default, help (after ``prefix``) and range, declared once there;
+    ``default`` and ``click`` override them (None with a ``default_text``: a preset's)."""
+    source = next(f for f in fields(cls) if f.name == name)
+    return option(source.default if default is MISSING else default, prefix + source.metadata["help"],
+                  hashed=source.metadata["hash"], **{**source.metadata["click"], **click})
+
+
 def unhashed(default: Any = None, help: str = "", **click: Any) -> Any:
     """An option that does not change a stage's outputs (workers, resume, ...)."""
     return option(default, help, hashed=False, **click)

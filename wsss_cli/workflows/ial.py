@@ -11,6 +11,7 @@ last round's labels are linked into the pseudo-label set train-seg reads.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from wsss_cli.data.dataset import open_dataset
 from wsss_cli.data.io import read_mask
 from wsss_cli.evaluation import format_table, iou_summary
 from wsss_cli.models.backbones import BACKBONES
-from wsss_cli.options import default_of, option
+from wsss_cli.options import option, same_as
 from wsss_cli.stages import dump_cams, make_aff_labels, train_seg
 from wsss_cli.stages.common import PerImageConfig, fill_unset, per_image_run
 from wsss_cli.stages.ial_pairwise import RefineConfig, TrainPairwiseConfig, refine, train_pairwise
@@ -50,6 +51,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 SEED_PRESETS: dict[str, dict[str, Any]] = {"psa": {}, "irn": {}, "tiny": dict(alpha_low=1.0)}
 
 
+def preset_text(key: str, unset: str = "unset") -> str:
+    """``PRESETS``' values of ``key`` as an option's default text: "64 for tiny, 256 otherwise"."""
+    values = {family: preset[key] for family, preset in PRESETS.items()}
+    common = Counter(values.values()).most_common(1)[0][0]
+
+    def text(value: Any) -> str:
+        return unset if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join([f"{text(v)} for {family}" for family, v in values.items() if v != common]
+                     + [f"{text(common)} otherwise"])
+
+
+IAL = "IAL: "  # the prefix of the options make-pseudo passes on to IAL's stages
+
+
 @dataclass(frozen=True, kw_only=True)
 class IalConfig:
     """make-pseudo's own options: the method and IAL's settings."""
@@ -59,40 +75,27 @@ class IalConfig:
                                 "docs/methods.md#ial).", choices=METHODS)
     rounds: int = option(5, "IAL: EM rounds after the CAM seeds (the paper's 5).", min=1)
     unary_epochs: int | None = option(None, "IAL: epochs of each round's unary network.", min=1,
-                                      default_text="10 for tiny, train-seg's otherwise")
+                                      default_text=preset_text("unary_epochs", "train-seg's"))
     pairwise_epochs: int | None = option(None, "IAL: epochs of each round's pairwise network.",
                                          min=1, default_text="per backbone")
     pairwise_lr: float | None = option(None, "IAL: learning rate of the pairwise network's "
                                              "guidance backbone (its gate layers get 10x).",
                                        min=0, min_open=True, default_text="per backbone")
-    smoothness_weight: float = option(default_of(TrainPairwiseConfig, "smoothness_weight"),
-                                      "IAL: weight of the superpixel smoothness term on the gates.",
-                                      min=0)
-    superpixel_area: int | None = option(None, "IAL: mean SLIC superpixel area in pixels.", min=4,
-                                         default_text="64 for tiny, 256 otherwise")
-    region_ratio: float = option(default_of(CandidatesConfig, "region_ratio"),
-                                 "IAL: share of a superpixel that must be one class in the unary "
-                                 "output for it to be a sample.", min=0.5, min_open=True, max=1.0)
-    crf_power: float = option(default_of(RefineConfig, "crf_power"),
-                              "IAL: the E-step's scores are raised to this power before they "
-                              "are normalised into the CRF's unary; default 1, the scores as "
-                              "they are.", min=0, min_open=True)
+    smoothness_weight: float = same_as(TrainPairwiseConfig, "smoothness_weight", IAL)
+    superpixel_area: int | None = same_as(SuperpixelsConfig, "superpixel_area", IAL, default=None,
+                                          default_text=preset_text("superpixel_area"))
+    region_ratio: float = same_as(CandidatesConfig, "region_ratio", IAL)
+    crf_power: float = same_as(RefineConfig, "crf_power", IAL + "E-step. ")
     reweight_power: float = option(2.0, "IAL: weight each class in the unary network's loss by "
                                         "(its share of the last round's labels / its share of "
                                         "their confident part, the part it learns)^POWER, so "
                                         "that mining confident regions does not shrink the "
                                         "objects round after round; 0 = unweighted.", min=0,
                                    metavar="POWER")
-    keep_classes: bool = option(default_of(RefineConfig, "keep_classes"),
-                                "IAL: a labelled class the CRF erases from an image keeps its "
-                                "pixels from before the CRF.")
-    supervise_lost: bool = option(default_of(RefineConfig, "supervise_lost"),
-                                  "IAL: a class of an image's labels that no confident region "
-                                  "keeps is supervised on its label pixels in the next round.")
-    cam_gate: float | None = option(None, "IAL: in the E-step a class may label only the pixels "
-                                          "where its CAM reaches this share of its maximum in "
-                                          "the image; 0 = everywhere.", min=0, max=1,
-                                    default_text="0.05 for tiny, 0 otherwise")
+    keep_classes: bool = same_as(RefineConfig, "keep_classes", IAL)
+    supervise_lost: bool = same_as(RefineConfig, "supervise_lost", IAL)
+    cam_gate: float | None = same_as(RefineConfig, "cam_gate", IAL + "E-step. ", default=None,
+                                     default_text=preset_text("cam_gate"))
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
