@@ -178,6 +178,26 @@ def test_keep_classes_restores_a_class_the_crf_erased_from_before_the_crf():
     np.testing.assert_array_equal(kept[:, :2], 5)
 
 
+def test_rescue_lost_gives_a_class_the_labels_lack_the_peak_of_its_scores():
+    scores = np.zeros((3, 4, 4), np.float32)
+    scores[0] = 1.0
+    scores[1, :, :2] = 2.0  # class 5 on the left half
+    scores[2, 0, 3], scores[2, 1, 3], scores[2, 2, 3] = 0.9, 0.7, 0.5  # class 7: never the argmax
+    image = np.zeros((4, 4, 3), np.uint8)
+    classes = np.array([5, 7])
+    plain = scores_to_label(image, scores, classes, None)
+    assert not (plain == 7).any()
+    rescued = scores_to_label(image, scores, classes, _EraseClass(), rescue_share=0.7)
+    np.testing.assert_array_equal(np.argwhere(rescued == 7), [[0, 3], [1, 3]])  # >= 0.63
+    np.testing.assert_array_equal(rescued[:, :2], 5)  # a class the labels have is left alone
+    assert ((rescued == 0) == (plain == 0) & (rescued != 7)).all()
+    np.testing.assert_array_equal(scores_to_label(image, scores, classes, None, rescue_share=0.7),
+                                  rescued)  # without the CRF too
+    # a class the map has takes nothing more
+    scores[2, 3, 3] = 3.0
+    assert (scores_to_label(image, scores, classes, None, rescue_share=0.7) == 7).sum() == 1
+
+
 def test_supervision_keeps_the_label_pixels_of_a_class_no_confident_region_kept(tmp_path):
     regions = ArtifactSet("regions", tmp_path / "regions", ".png")
     out = ArtifactSet("sup", tmp_path / "sup", ".png")
@@ -273,6 +293,7 @@ def test_every_round_writes_its_own_sets_and_train_seg_reads_the_last(classifier
     # and tiny's E-step gates each class by its CAM
     refined = stages[f"ial-refine:{IalRound(1).labels}"]["settings"]
     assert refined["cam_gate"] == PRESETS["tiny"]["cam_gate"] > 0
+    assert refined["rescue_lost"] == PRESETS["tiny"]["rescue_lost"] > 0
     weights = stages[f"train-seg:{IalRound(2).unary}"]["settings"]["class_weights"]
     np.testing.assert_allclose(weights, want, atol=5e-4)
     assert stages[f"train-pairwise:{IalRound(2).pairwise}"]["settings"]["class_weights"] == weights

@@ -92,24 +92,28 @@ class Crf:
 
 
 def scores_to_label(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: Crf | None,
-                    crf_power: float = 1.0, keep_classes: bool = False) -> np.ndarray:
+                    crf_power: float = 1.0, keep_classes: bool = False,
+                    rescue_share: float = 0.0) -> np.ndarray:
     """uint8 class map ``[H, W]`` from scores ``[1 + n, H, W]``.
 
     Channel 0 is background, channel ``k`` is class ``classes[k - 1]``; with ``crf`` the
     scores raised to ``crf_power`` are normalised to a distribution and refined by that
     dense CRF first. ``keep_classes``: a class the CRF erases from the image keeps its
-    pixels of the map without the CRF.
+    pixels of the map without the CRF. ``rescue_share`` (> 0): a class the map still
+    lacks takes the pixels where its score reaches that share of its maximum.
     """
     channel_class = np.concatenate([[0], classes]).astype(np.uint8)
-    if crf is None or not len(classes):
-        return channel_class[scores.argmax(axis=0)]
-    powered = np.power(np.maximum(scores, 0), crf_power) if crf_power != 1 else scores
-    probs = powered / np.maximum(powered.sum(axis=0, keepdims=True), 1e-8)
-    label = channel_class[crf(image, probs.astype(np.float32)).argmax(axis=0)]
-    erased = [c for c in classes if not (label == c).any()] if keep_classes else []
-    if erased:
-        plain = channel_class[scores.argmax(axis=0)]
-        label = np.where(np.isin(plain, erased), plain, label)
+    label = channel_class[scores.argmax(axis=0)]
+    if crf is not None and len(classes):
+        powered = np.power(np.maximum(scores, 0), crf_power) if crf_power != 1 else scores
+        probs = powered / np.maximum(powered.sum(axis=0, keepdims=True), 1e-8)
+        plain, label = label, channel_class[crf(image, probs.astype(np.float32)).argmax(axis=0)]
+        erased = [c for c in classes if not (label == c).any()] if keep_classes else []
+        if erased:
+            label = np.where(np.isin(plain, erased), plain, label)
+    for row, c in enumerate(classes if rescue_share > 0 else [], start=1):
+        if not (label == c).any() and scores[row].max() > 0:
+            label = np.where(scores[row] >= rescue_share * scores[row].max(), c, label)
     return label
 
 
@@ -120,10 +124,10 @@ LabelExtra = Callable[[Path, np.ndarray, np.ndarray], None]
 
 def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                  crf: Crf | None, crf_power: float, extra: LabelExtra | None,
-                 before_crf: ArtifactSet | None, keep_classes: bool) -> None:
+                 before_crf: ArtifactSet | None, keep_classes: bool, rescue_share: float) -> None:
     if before_crf is not None:
         write_palette_png(before_crf.path(path.stem), scores_to_label(image, scores, classes, None))
-    label = scores_to_label(image, scores, classes, crf, crf_power, keep_classes)
+    label = scores_to_label(image, scores, classes, crf, crf_power, keep_classes, rescue_share)
     if extra is not None:  # first: the PNG marks the image done, for resuming
         extra(path, image, label)
     write_palette_png(path, label)
@@ -132,7 +136,7 @@ def _write_label(path: Path, image: np.ndarray, scores: np.ndarray, classes: np.
 def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
                  progress: Callable[[Iterable], Iterable], extra: LabelExtra | None = None,
                  crf_power: float = 1.0, before_crf: ArtifactSet | None = None,
-                 keep_classes: bool = False) -> None:
+                 keep_classes: bool = False, rescue_share: float = 0.0) -> None:
     """Write one palette PNG per task; CRF (None: none) and PNG encoding run on ``jobs``
     processes (one with the CRF on the GPU) while the caller's generator computes the next
     scores (on the GPU or torch's threads).
@@ -151,7 +155,7 @@ def write_labels(tasks: Iterable[LabelTask], crf: Crf | None, jobs: int,
     try:
         with Parallel(n_jobs=jobs, return_as="generator_unordered") as pool:
             work = (delayed(_write_label)(*task, crf, crf_power, extra, before_crf,
-                                                    keep_classes) for task in tasks)
+                                                    keep_classes, rescue_share) for task in tasks)
             for _ in progress(pool(work)):
                 pass
     finally:  # the setting is the process's: later stages of `wsss demo` train on all cores

@@ -156,6 +156,9 @@ class RefineConfig(NetworkPassConfig):
                                       "pixels from before the CRF.")
     supervise_lost: bool = option(True, "A class of an image's labels that no confident region "
                                         "keeps is supervised on its label pixels in the next round.")
+    rescue_lost: float = option(0.0, "A labelled class the labels still lack takes the pixels "
+                                     "where its refined score reaches this share of its maximum "
+                                     "in the image; 0 = off.", min=0, max=1, hashed="unless-default")
     cam_gate: float = option(0.0, "A class may label only the pixels where its CAM reaches this "
                                   "share of its maximum; 0 = everywhere.", min=0, max=1)
     cams: str = set_option(Layout.CAMS, "CAM set the CAM gate reads")
@@ -245,5 +248,5 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
 
         write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
                      ConfidentPart(layout.labels(this.regions), supervision, cfg.supervise_lost),
-                     cfg.crf_power, keep_classes=cfg.keep_classes)
+                     cfg.crf_power, keep_classes=cfg.keep_classes, rescue_share=cfg.rescue_lost)
     return out

@@ -40,11 +40,11 @@ from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, entry_name,
 
 METHODS = ("psa", "ial")
 # per backbone family: superpixel area (px), (tiny) the unary network's epochs (unset =
-# train-seg's) and the E-step's CAM gate (docs/results.md#ial)
+# train-seg's), the E-step's CAM gate and its share for lost classes (docs/results.md#ial)
 PRESETS: dict[str, dict[str, Any]] = {
-    "psa": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0),
-    "irn": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0),
-    "tiny": dict(superpixel_area=64, unary_epochs=10, cam_gate=0.05),
+    "psa": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0),
+    "irn": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0),
+    "tiny": dict(superpixel_area=64, unary_epochs=10, cam_gate=0.05, rescue_lost=0.7),
 }
 # per backbone family: the round-0 seeds' make-aff-labels settings where --alpha-low is
 # not given; unset = PSA's (docs/results.md#ial: the unary network learns the seeds' overreach)
@@ -94,6 +94,8 @@ class IalConfig:
                                    metavar="POWER")
     keep_classes: bool = same_as(RefineConfig, "keep_classes", IAL)
     supervise_lost: bool = same_as(RefineConfig, "supervise_lost", IAL)
+    rescue_lost: float | None = same_as(RefineConfig, "rescue_lost", IAL + "E-step. ", default=None,
+                                        default_text=preset_text("rescue_lost"))
     cam_gate: float | None = same_as(RefineConfig, "cam_gate", IAL + "E-step. ", default=None,
                                      default_text=preset_text("cam_gate"))
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
@@ -135,7 +137,8 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
         refine(RefineConfig(**network, round=k, crf=crf, crf_iters=seeds.crf_iters,
                             crf_backend=seeds.crf_backend,
                             crf_power=ial.crf_power, keep_classes=ial.keep_classes,
-                            supervise_lost=ial.supervise_lost, cam_gate=ial.cam_gate,
+                            supervise_lost=ial.supervise_lost, rescue_lost=ial.rescue_lost,
+                            cam_gate=ial.cam_gate,
                             cams=dump.out, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
