@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check: run it on a machine with a GPU, from the repository root (under 8 minutes
-# on one H100/H200). It needs wsss importable (installed, or PYTHONPATH=.) and a few
-# coco128_voc photos for the CRF bench.
+# on one H100/H200). It needs wsss importable (installed, or PYTHONPATH=.) and the shared
+# folder beside the repository (or a copy of its golden/ and data/coco128_voc/): the golden
+# vectors for the CUDA tests, a few photos for the CRF bench.
 #
-#     bash bench/gpu_check.sh OUT [COCO128_DIR]
+#     bash bench/gpu_check.sh OUT [SHARED_DIR]
 #
+# 0. the tests that run only with CUDA (the CRF's and the walk's, against the CPU);
 # 1. bench/crf.py: the dense CRF's backends (pydensecrf when installed, torch CPU, CUDA);
 # 2. bench/random_walk.py --device cuda: the sparse walk against the dense one; then on the
 #    machine's CPU cores (the native kernel's bands of rows on a many-core CPU);
@@ -17,8 +19,8 @@
 # table (OUT/demo.json) and OUT/gpu_check.json, and prints one table. The demo's work
 # folder goes to a temporary folder.
 set -uo pipefail
-OUT=${1:?usage: bench/gpu_check.sh OUT [COCO128_DIR]}
-COCO=${2:-../shared/data/coco128_voc}
+OUT=${1:?usage: bench/gpu_check.sh OUT [SHARED_DIR]}
+export WSSS_SHARED=${2:-../shared}
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
@@ -38,7 +40,9 @@ step() {  # name, command...: runs it into OUT/log.txt, records exit status and 
 : >"$OUT/log.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 GPUS=$(nvidia-smi -L | wc -l)
-step crf "$PY" bench/crf.py --data "$COCO" --out "$OUT/crf.json" --repeats 2
+step cuda_tests "$PY" -m pytest -q -p no:cacheprovider tests/test_crf_torch.py \
+    tests/test_ops_random_walk.py -k cuda
+step crf "$PY" bench/crf.py --data "$WSSS_SHARED/data/coco128_voc" --out "$OUT/crf.json" --repeats 2
 step random_walk "$PY" bench/random_walk.py --device cuda --json "$OUT/random_walk.json"
 step random_walk_cpu "$PY" bench/random_walk.py --device cpu --json "$OUT/random_walk_cpu.json"
 step cam_methods "$PY" bench/cam_methods.py --backbones resnet38,vgg16 --methods cam,seam,has,acol,mdc \
