@@ -11,10 +11,9 @@ last round's labels are linked into the pseudo-label set train-seg reads.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,18 +50,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 SEED_PRESETS: dict[str, dict[str, Any]] = {"psa": {}, "irn": {}, "tiny": dict(alpha_low=1.0)}
 
 
-def preset_text(key: str, unset: str = "unset") -> str:
-    """``PRESETS``' values of ``key`` as an option's default text: "64 for tiny, 256 otherwise"."""
-    values = {family: preset[key] for family, preset in PRESETS.items()}
-    common = Counter(values.values()).most_common(1)[0][0]
-
-    def text(value: Any) -> str:
-        return unset if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-    return ", ".join([f"{text(v)} for {family}" for family, v in values.items() if v != common]
-                     + [f"{text(common)} otherwise"])
-
-
 IAL = "IAL: "  # the prefix of the options make-pseudo passes on to IAL's stages
 
 
@@ -70,12 +57,14 @@ IAL = "IAL: "  # the prefix of the options make-pseudo passes on to IAL's stages
 class IalConfig:
     """make-pseudo's own options: the method and IAL's settings."""
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS  # "per backbone" in --help
     method: str = option("psa", "psa: affinity labels -> AffinityNet -> random walk (PSA); ial: "
                                 "unary net + learnt propagation over EM rounds (IAL, "
                                 "docs/methods.md#ial).", choices=METHODS)
     rounds: int = option(5, "IAL: EM rounds after the CAM seeds (the paper's 5).", min=1)
     unary_epochs: int | None = option(None, "IAL: epochs of each round's unary network.", min=1,
-                                      default_text=preset_text("unary_epochs", "train-seg's"))
+                                      default_text=f"{PRESETS['tiny']['unary_epochs']} for tiny, "
+                                                   "train-seg's otherwise")
     pairwise_epochs: int | None = option(None, "IAL: epochs of each round's pairwise network.",
                                          min=1, default_text="per backbone")
     pairwise_lr: float | None = option(None, "IAL: learning rate of the pairwise network's "
@@ -83,7 +72,7 @@ class IalConfig:
                                        min=0, min_open=True, default_text="per backbone")
     smoothness_weight: float = same_as(TrainPairwiseConfig, "smoothness_weight", IAL)
     superpixel_area: int | None = same_as(SuperpixelsConfig, "superpixel_area", IAL, default=None,
-                                          default_text=preset_text("superpixel_area"))
+                                          default_text="per backbone")
     region_ratio: float = same_as(CandidatesConfig, "region_ratio", IAL)
     crf_power: float = same_as(RefineConfig, "crf_power", IAL + "E-step. ")
     reweight_power: float = option(2.0, "IAL: weight each class in the unary network's loss by "
@@ -95,9 +84,9 @@ class IalConfig:
     keep_classes: bool = same_as(RefineConfig, "keep_classes", IAL)
     supervise_lost: bool = same_as(RefineConfig, "supervise_lost", IAL)
     rescue_lost: float | None = same_as(RefineConfig, "rescue_lost", IAL + "E-step. ", default=None,
-                                        default_text=preset_text("rescue_lost"))
+                                        default_text="per backbone")
     cam_gate: float | None = same_as(RefineConfig, "cam_gate", IAL + "E-step. ", default=None,
-                                     default_text=preset_text("cam_gate"))
+                                     default_text="per backbone")
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
