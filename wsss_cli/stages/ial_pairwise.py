@@ -10,8 +10,9 @@ share their weight among the neighbours in its superpixel, none across).
 
 ``ial-refine``: ``a_p`` of every image, restricted to its classes, each class kept only
 where its CAM reaches ``cam_gate`` of its maximum (0: everywhere), (CRF,) argmax: the
-round's pseudo-labels; where they agree with the round's confident regions, they are the
-next round's supervision (255 elsewhere). The image labels say which objects are there, so
+round's pseudo-labels; where they agree with the round's confident regions, and farther than
+``supervision_band`` pixels from a boundary between two labels, they are the next round's
+supervision (255 elsewhere). The image labels say which objects are there, so
 none is dropped: a labelled class the CRF erases keeps its pixels from before the CRF
 (``keep_classes``), and a class of the labels that no confident region keeps is supervised
 on its label pixels (``supervise_lost``).
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -161,6 +163,10 @@ class RefineConfig(NetworkPassConfig):
                                      "in the image; 0 = off.", min=0, max=1, hashed="unless-default")
     cam_gate: float = option(0.0, "A class may label only the pixels where its CAM reaches this "
                                   "share of its maximum; 0 = everywhere.", min=0, max=1)
+    supervision_band: int = option(0, "Leave unknown in the next round's supervision the pixels "
+                                      "within PX pixels (a square) of a boundary between two "
+                                      "labels; 0 = none.", min=0, metavar="PX",
+                                   hashed="unless-default")
     cams: str = set_option(Layout.CAMS, "CAM set the CAM gate reads")
     jobs: int = jobs_option()
 
@@ -197,21 +203,34 @@ def gated_by_cams(scores: np.ndarray, classes: list[int], cam_classes: np.ndarra
 
 @dataclass(frozen=True)
 class ConfidentPart:
-    """Writes the part of a label map that agrees with the image's confident regions (255
-    elsewhere) into ``out``; with ``keep_lost``, a class of the map that no confident
-    region keeps keeps its pixels of the map. Picklable, for the CRF's worker processes."""
+    """Writes the part of a label map that agrees with the image's confident regions and
+    lies farther than ``band`` pixels from a boundary between two labels (255 elsewhere)
+    into ``out``; with ``keep_lost``, a class of the map that this part lacks keeps its
+    pixels of the map. Picklable, for the CRF's worker processes."""
 
     regions: ArtifactSet
     out: ArtifactSet
     keep_lost: bool = False
+    band: int = 0
 
     def __call__(self, png: Path, image: np.ndarray, label: np.ndarray) -> None:
         regions = read_mask(self.regions.path(png.stem))
         part = np.where(regions == label, label, 255).astype(np.uint8)
+        part[near_boundary(label, self.band)] = 255
         if self.keep_lost:
             lost = np.setdiff1d(label[label > 0], part)
             part = np.where(np.isin(label, lost), label, part)
         write_palette_png(self.out.path(png.stem), part)
+
+
+def near_boundary(label: np.ndarray, band: int) -> np.ndarray:
+    """bool ``[H, W]``: the pixels of a label map ``[H, W]`` with another label within
+    ``band`` pixels (a ``2 band + 1`` square around them); all False for ``band`` 0."""
+    if band <= 0:
+        return np.zeros(label.shape, bool)
+    square = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    label = label.astype(np.uint8)
+    return cv2.dilate(label, square) != cv2.erode(label, square)
 
 
 def refine(cfg: RefineConfig) -> ArtifactSet:
@@ -247,6 +266,7 @@ def refine(cfg: RefineConfig) -> ArtifactSet:
                 yield task
 
         write_labels(scored(), Crf.of(cfg) if cfg.crf else None, cfg.jobs, job.progress,
-                     ConfidentPart(layout.labels(this.regions), supervision, cfg.supervise_lost),
+                     ConfidentPart(layout.labels(this.regions), supervision, cfg.supervise_lost,
+                                   cfg.supervision_band),
                      cfg.crf_power, keep_classes=cfg.keep_classes, rescue_share=cfg.rescue_lost)
     return out

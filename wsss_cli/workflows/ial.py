@@ -39,11 +39,15 @@ from wsss_cli.workdir import ArtifactSet, IalRound, Layout, Workdir, entry_name,
 
 METHODS = ("psa", "ial")
 # per backbone family: superpixel area (px), (tiny) the unary network's epochs (unset =
-# train-seg's), the E-step's CAM gate and its share for lost classes (docs/results.md#ial)
+# train-seg's), the E-step's CAM gate, its share for lost classes and the supervision's
+# unknown band at label boundaries (docs/results.md#ial)
 PRESETS: dict[str, dict[str, Any]] = {
-    "psa": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0),
-    "irn": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0),
-    "tiny": dict(superpixel_area=64, unary_epochs=10, cam_gate=0.05, rescue_lost=0.7),
+    "psa": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0,
+                supervision_band=0),
+    "irn": dict(superpixel_area=256, unary_epochs=None, cam_gate=0.0, rescue_lost=0.0,
+                supervision_band=0),
+    "tiny": dict(superpixel_area=64, unary_epochs=10, cam_gate=0.05, rescue_lost=0.7,
+                 supervision_band=3),
 }
 # per backbone family: the round-0 seeds' make-aff-labels settings where --alpha-low is
 # not given; unset = PSA's (docs/results.md#ial: the unary network learns the seeds' overreach)
@@ -87,6 +91,8 @@ class IalConfig:
                                         default_text="per backbone")
     cam_gate: float | None = same_as(RefineConfig, "cam_gate", IAL + "E-step. ", default=None,
                                      default_text="per backbone")
+    supervision_band: int | None = same_as(RefineConfig, "supervision_band", IAL, default=None,
+                                           default_text="per backbone")
     reweight_pairwise: bool = option(True, "IAL: weigh the pairwise network's region loss with the "
                                             "unary network's class weights too.")
 
@@ -127,7 +133,7 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
                             crf_backend=seeds.crf_backend,
                             crf_power=ial.crf_power, keep_classes=ial.keep_classes,
                             supervise_lost=ial.supervise_lost, rescue_lost=ial.rescue_lost,
-                            cam_gate=ial.cam_gate,
+                            cam_gate=ial.cam_gate, supervision_band=ial.supervision_band,
                             cams=dump.out, jobs=jobs))
         table.append(round_quality(seeds, k))
     if all(row is not None for row in table) and not seeds.runtime.quiet:
@@ -140,7 +146,8 @@ def run(ial: IalConfig, dump: dump_cams.DumpCamsConfig, seeds: make_aff_labels.M
 def class_weights(cfg: PerImageConfig, k: int, power: float = 1.0) -> tuple[float, ...] | None:
     """Per class (background first): its share of round ``k``'s labels over its share of
     round ``k``'s supervision, relative to the background's (1 for a class the supervision
-    lacks), to the ``power``; None for round 0, whose seeds are both, or power 0."""
+    lacks), to the ``power``; None for round 0, whose seeds are both, for power 0, and for a
+    supervision without background (nothing to weigh against)."""
     if k == 0 or power == 0:
         return None
     data, layout, this = open_dataset(cfg.data), Layout(cfg.workdir), IalRound(k)
@@ -151,8 +158,10 @@ def class_weights(cfg: PerImageConfig, k: int, power: float = 1.0) -> tuple[floa
         return counts[: data.num_classes]
 
     full, sampled = (pixels_per_class(layout.labels(name)) for name in (this.labels, this.supervision))
+    if sampled[0] == 0:
+        return None
     ratio = np.where(sampled > 0, full / np.maximum(sampled, 1), 0.0)
-    weights = np.where(sampled > 0, ratio / max(ratio[0], 1e-8), 1.0)
+    weights = np.where(sampled > 0, ratio / ratio[0], 1.0)
     return tuple(round(float(w) ** power, 3) for w in weights)
 
 
