@@ -235,7 +235,8 @@ def near_boundary(label: np.ndarray, band: int) -> np.ndarray:
 
 def refine(cfg: RefineConfig) -> ArtifactSet:
     """``WORKDIR/ial/round<k>/labels/<id>.png``: round ``k``'s pseudo-labels, and their part
-    that agrees with the round's confident regions in ``supervision/``."""
+    that agrees with the round's confident regions, off the ``supervision_band`` at label
+    boundaries, in ``supervision/``."""
     data = open_dataset(cfg.data)
     layout, this = Layout(cfg.workdir), IalRound(cfg.round)
     unary_path, pairwise_path = (layout.root / this.unary / "model.pt",
